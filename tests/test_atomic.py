@@ -1,0 +1,37 @@
+"""Atomic output: a failure while writing leaves neither a partial file nor a temp file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from caloforge.atomic import atomic_path, write_json, write_text
+from caloforge.errors import UserError
+
+
+def test_write_json_round_trip_and_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1, "b": [1.5, 2]})
+    assert json.loads(target.read_text()) == {"a": 1, "b": [1.5, 2]}
+    # same permissions as a normally created file (mkstemp alone would give 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_exception_leaves_previous_content_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "report.md"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_missing_directory_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        write_text(tmp_path / "nope" / "x.txt", "x")
