@@ -1,0 +1,44 @@
+"""Shared fixtures: small Monte Carlo samples made with caloforge's own GFlash simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+#: Energies (GeV) cycled over the events of ``mc_small``.
+MC_SMALL_ENERGIES = (10.0, 50.0, 100.0)
+MC_SMALL_N = 200
+MC_SMALL_SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def mc_small_bookkeeping():
+    """``(images, energies, bookkeeping)`` of :data:`MC_SMALL_N` CLIC-ECAL showers at energies
+    cycled over :data:`MC_SMALL_ENERGIES` (see ``caloforge.mc.simulate(return_bookkeeping=True)``)."""
+    from caloforge.mc import simulate
+
+    energies = np.resize(np.array(MC_SMALL_ENERGIES), MC_SMALL_N)
+    images, energies, book = simulate(energies, seed=MC_SMALL_SEED, return_bookkeeping=True)
+    images.setflags(write=False)
+    energies.setflags(write=False)
+    return images, energies, book
+
+
+@pytest.fixture(scope="session")
+def mc_small(mc_small_bookkeeping):
+    """``(images, energies)``: 200 showers, float32 (200, 25, 25, 25) GeV and float64 (200,) GeV,
+    energies cycled over 10, 50, 100 GeV. Read-only arrays: copy before modifying."""
+    images, energies, _ = mc_small_bookkeeping
+    return images, energies
+
+
+@pytest.fixture(scope="session")
+def mc_file(tmp_path_factory):
+    """Path of a small 3DGAN-layout HDF5 file: 96 showers at 10, 50, 100 GeV (cycled), seed 7,
+    written by ``caloforge.mc.simulate_to_file`` (``ECAL`` + ``energy``, GeV, with attributes)."""
+    from caloforge.mc import simulate_to_file
+
+    path = tmp_path_factory.mktemp("mc") / "showers_3dgan.h5"
+    simulate_to_file(path, 96, energies=np.array(MC_SMALL_ENERGIES), seed=7, chunk_size=32,
+                     progress=False)
+    return path

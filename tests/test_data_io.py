@@ -1,0 +1,128 @@
+"""HDF5 data layer: round trips in both layouts, 3DGAN target files, streaming, atomicity,
+summaries and bad files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from caloforge.data import ShowerWriter, open_showers, read_showers, write_showers
+from caloforge.data.summary import format_summary, summarize
+from caloforge.errors import UserError
+
+
+@pytest.mark.parametrize("layout", ["3dgan", "calochallenge"])
+def test_round_trip(tmp_path, mc_small, layout):
+    images, energies = mc_small
+    path = write_showers(tmp_path / f"{layout}.h5", images[:20], energies[:20], layout=layout,
+                         attrs={"seed": 1, "detector": {"name": "x"}})
+    with open_showers(path) as f:
+        assert f.layout == layout and f.grid == (25, 25, 25) and f.n_events == 20
+        img, en = f.read()
+        assert f.attrs["detector"] == {"name": "x"}
+    # CaloChallenge stores MeV in float32: relative rounding ~1e-7
+    np.testing.assert_allclose(img, images[:20], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(en, energies[:20], rtol=1e-6)
+
+
+def test_target_column_file(tmp_path, mc_small):
+    images, energies = mc_small
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as h5:
+        h5["ECAL"] = images[:10]
+        h5["target"] = np.stack([np.zeros(10), energies[:10], np.ones(10)], axis=1)
+    img, en = read_showers(path)
+    np.testing.assert_array_equal(img, images[:10])
+    np.testing.assert_allclose(en, energies[:10])
+    assert summarize(path)["n_events"] == 10
+
+
+def test_streaming_chunks(mc_file):
+    with open_showers(mc_file) as f:
+        chunks = list(f.iter_chunks(40))
+        whole, en = f.read()
+    assert [len(c[1]) for c in chunks] == [40, 40, 16]
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), whole)
+    np.testing.assert_array_equal(en[:3], [10.0, 50.0, 100.0])
+
+
+def test_writer_atomic_on_exception(tmp_path, mc_small):
+    images, energies = mc_small
+    path = tmp_path / "partial.h5"
+    with pytest.raises(RuntimeError), ShowerWriter(path) as w:
+        w.append(images[:5], energies[:5])
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_of_mc_file(mc_file):
+    s = summarize(mc_file, chunk_size=25)  # chunked read gives the same as a single block
+    assert s["n_events"] == 96 and s["layout"] == "3dgan" and s["grid"] == [25, 25, 25]
+    assert s["energy_min"] == 10.0 and s["energy_max"] == 100.0
+    assert 0.018 < s["visible_fraction_mean"] < 0.025
+    assert s["seed"] == 7 and s["generator"] == "caloforge-mc-gflash"
+    assert s["detector"] == "CLIC W/Si ECAL"
+    s2 = summarize(mc_file, chunk_size=1000)
+    assert s2["visible_fraction_mean"] == pytest.approx(s["visible_fraction_mean"], rel=1e-12)
+    text = format_summary(s)
+    assert "96 events" in text and "E_vis/E" in text and "seed 7" in text
+
+
+def _bad_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.h5"
+    good = np.ones((4, 25, 25, 25), np.float32) * 1e-3
+    with h5py.File(path, "w") as h5:
+        if kind == "no_energy":
+            h5["ECAL"] = good
+        elif kind == "wrong_shape":
+            h5["ECAL"] = np.ones((4, 25, 25), np.float32)
+            h5["energy"] = np.ones(4)
+        elif kind == "count_mismatch":
+            h5["ECAL"] = good
+            h5["energy"] = np.ones(3)
+        elif kind == "nan_energy":
+            h5["ECAL"] = good
+            h5["energy"] = np.array([10, np.nan, 10, 10.0])
+        elif kind == "negative_energy":
+            h5["ECAL"] = good
+            h5["energy"] = np.array([10, -5, 10, 10.0])
+        elif kind == "nan_cells":
+            bad = good.copy()
+            bad[1, 0, 0, 0] = np.nan
+            h5["ECAL"] = bad
+            h5["energy"] = np.ones(4)
+        elif kind == "negative_cells":
+            bad = good.copy()
+            bad[2, 3, 3, 3] = -1.0
+            h5["ECAL"] = bad
+            h5["energy"] = np.ones(4)
+        elif kind == "unknown_keys":
+            h5["foo"] = np.ones(3)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no_energy", "without primary energies"),
+    ("wrong_shape", "expected \\(N, X, Y, Z\\)"),
+    ("count_mismatch", "4 showers but 3"),
+    ("nan_energy", "NaN"),
+    ("negative_energy", "not positive|non-positive"),
+    ("nan_cells", "NaN"),
+    ("negative_cells", "negative"),
+    ("unknown_keys", "unknown layout"),
+])
+def test_bad_files(tmp_path, kind, message):
+    path = _bad_file(tmp_path, kind)
+    with pytest.raises(UserError, match=message) as exc:
+        summarize(path)
+    assert str(path) in str(exc.value)
+
+
+def test_not_hdf5_and_missing(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(UserError, match="not an HDF5 file"):
+        summarize(text)
+    with pytest.raises(UserError, match="no such file"):
+        summarize(tmp_path / "missing.h5")
