@@ -1,0 +1,78 @@
+"""``caloforge validate``: outputs, floor, exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from caloforge.cli import main
+from caloforge.data import read_showers, write_showers
+
+
+@pytest.fixture(scope="module")
+def files(mc_file, tmp_path_factory):
+    from caloforge.mc import simulate
+
+    d = tmp_path_factory.mktemp("val")
+    images, energies = read_showers(mc_file)
+    cand = d / "cand.h5"
+    write_showers(cand, np.roll(images, 1, axis=3), energies)
+    floor_img, floor_en = simulate(energies, seed=8)
+    floor = d / "floor.h5"
+    write_showers(floor, floor_img, floor_en)
+    small = d / "small_grid.h5"
+    write_showers(small, np.ones((4, 5, 5, 5), np.float32), np.full(4, 50.0))
+    return mc_file, cand, floor, small
+
+
+def test_cli_writes_everything(files, tmp_path, capsys) -> None:
+    ref, cand, floor, _ = files
+    out = tmp_path / "report"
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(cand), "--floor", str(floor),
+               "--output", str(out), "--quiet"])
+    assert rc == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.md", "longitudinal_profile.png", "transverse_profiles.png",
+            "response.png", "moments.png", "cell_spectrum.png", "hit_multiplicity.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    m = json.loads(text)
+    c, f = m["candidate_vs_reference"], m["floor_vs_reference"]
+    assert c["shape_metric"] > 3 * f["shape_metric"]
+    assert c["sep_power_mean"] > f["sep_power_mean"]
+    assert c["classifier_auc"] > f["classifier_auc"]
+    report = (out / "report.md").read_text()
+    assert "![Longitudinal profile](longitudinal_profile.png)" in report
+    assert "floor (ref. vs ref.)" in report and "3DGAN shape metric" in report
+
+
+def test_cli_identical_and_max_events(files, tmp_path, capsys) -> None:
+    ref = files[0]
+    out = tmp_path / "same"
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(ref), "--output", str(out),
+               "--max-events", "60", "--no-plots", "--no-classifier"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_events"] == {"reference": 60, "candidate": 60}
+    assert m["candidate_vs_reference"]["shape_metric"] == 0.0
+    assert m["candidate_vs_reference"]["sep_power_mean"] == 0.0
+    assert "3DGAN metric 0" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_2(files, tmp_path, capsys) -> None:
+    ref, _, _, small = files
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(small),
+               "--output", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "grid (5, 5, 5) does not match" in err and len(err.splitlines()) == 1
+    rc = main(["validate", "--reference", str(tmp_path / "missing.h5"), "--candidate", str(ref),
+               "--output", str(tmp_path / "y")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no such file" in err and len(err.splitlines()) == 1
+    (tmp_path / "afile").write_text("x")
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(ref),
+               "--output", str(tmp_path / "afile")])
+    assert rc == 2 and "not a directory" in capsys.readouterr().err
