@@ -1,0 +1,97 @@
+"""``caloforge quantize``: accuracy-driven mixed-precision tuning of the generator."""
+
+from __future__ import annotations
+
+import argparse
+
+from caloforge.cli._common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "quantize",
+        help="tune a mixed INT8/BF16/FP32 generator that keeps the physics metric",
+        description="Find the fastest mixed-precision (per layer INT8 / BF16 / FP32) version of the "
+                    "generator whose 3DGAN shape metric stays within the tolerance of the FP32 "
+                    "model's. Writes model.xml/.bin (OpenVINO IR), model_qdq.onnx (if feasible), "
+                    "history.jsonl, report.md/.png and result.json into DIR. Exit code 3 when no "
+                    "configuration meets the criterion (the best by metric is still saved).",
+    )
+    p.add_argument("--model", metavar="MODEL.onnx",
+                   help="FP32 generator (ONNX, inputs z and energy); default: the shipped model")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--strategy", default=None, metavar="NAME",
+                   help="search strategy: basic, ranked (default), pareto")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="allowed metric loss vs FP32 (default 0.01 = 1%% with --relative)")
+    sense = p.add_mutually_exclusive_group()
+    sense.add_argument("--relative", dest="relative", action="store_true", default=True,
+                       help="tolerance is a fraction of the FP32 metric (default)")
+    sense.add_argument("--absolute", dest="relative", action="store_false",
+                       help="tolerance is in the metric's units")
+    p.add_argument("--higher-is-better", action="store_true",
+                   help="the metric grows with quality (the 3DGAN metric does not)")
+    p.add_argument("--reference", metavar="REF.h5",
+                   help="reference showers for the metric; default: a GFlash MC sample at "
+                        "50-500 GeV (--reference-events events)")
+    p.add_argument("--reference-events", type=positive_int, default=None, metavar="N",
+                   help="reference events used (default 2000 from a file, 700 simulated)")
+    p.add_argument("--calibration-size", type=positive_int, default=200, metavar="N",
+                   help="calibration events: latent noise x energies over the trained range (default 200)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop the search after S seconds (best so far is kept)")
+    p.add_argument("--max-trials", type=positive_int, default=None, metavar="N",
+                   help="at most N metric evaluations (history included)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted tuning in DIR without repeating trials")
+    p.add_argument("--latency-batch", type=positive_int, default=32, metavar="B",
+                   help="batch size for the latency measurements (default 32)")
+    p.add_argument("--no-bf16", action="store_true", help="only INT8 and FP32 layers")
+    p.add_argument("--no-qdq", action="store_true", help="skip the QDQ ONNX export")
+    p.add_argument("--seed", type=int, default=0, help="seed of calibration and evaluation noise")
+    p.add_argument("--quiet", action="store_true", help="only the final line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from caloforge.errors import NoPassError, UserError
+    from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available, tune
+    from caloforge.quant import gan_objective as go
+
+    strategy = args.strategy or DEFAULT_STRATEGY
+    if strategy not in available():
+        raise UserError(f"--strategy {strategy!r}: choose from {', '.join(available())}")
+    if args.model is None:
+        from caloforge.gan.shipped import default_onnx_path
+
+        model = default_onnx_path()
+    else:
+        model = Path(args.model)
+        if not model.is_file():
+            raise UserError(f"{model}: no such model file")
+    if args.reference is not None and not Path(args.reference).is_file():
+        raise UserError(f"{args.reference}: no such reference file")
+    n_ref = args.reference_events or (2000 if args.reference else 700)
+    say = (lambda msg: None) if args.quiet else print
+    say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
+    objective = go.gan_objective(model, args.reference, calibration_size=args.calibration_size,
+                                 reference_events=n_ref, seed=args.seed)
+    say(f"objective: {objective.description}; calibration {args.calibration_size} events over "
+        f"{objective.energy_range[0]:g}-{objective.energy_range[1]:g} GeV")
+    criterion = Criterion(args.tolerance, relative=args.relative,
+                          higher_is_better=args.higher_is_better)
+    result = tune(model, objective.calibration, objective.evaluate, criterion, strategy,
+                  args.output, resume=args.resume, timeout_s=args.timeout,
+                  max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,
+                  latency_batch=args.latency_batch, export_qdq=not args.no_qdq, progress=say)
+    if not args.quiet:
+        print(f"outputs in {result.output_dir}: model.xml/.bin, report.md, history.jsonl"
+              + (", model_qdq.onnx" if result.qdq_onnx_path else f" (QDQ ONNX {result.qdq_status})"))
+    if not result.passed:
+        raise NoPassError(f"no configuration met the criterion ({criterion.describe(result.baseline_metric)}); "
+                          f"saved the best by metric to {result.model_path}")
+    if args.quiet:
+        print(result.summary())
+    return 0

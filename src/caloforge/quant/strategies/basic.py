@@ -1,0 +1,37 @@
+"""``basic``: quantize everything, then fall back to FP32 one layer at a time in network order.
+
+The classic LPOT/Neural Compressor recipe: try all-INT8; while the criterion fails, revert the
+next layer (network order, accumulating). Once a configuration passes, the layers reverted
+*before* the last one are re-tried in INT8 one by one (kept INT8 if the criterion still holds),
+so a harmless early layer is not left in FP32 just because it came first.
+"""
+
+from __future__ import annotations
+
+from caloforge.quant.config import FP32, INT8
+from caloforge.quant.strategies import register
+from caloforge.quant.strategies.base import Request, SearchGenerator, Strategy
+
+
+@register
+class BasicStrategy(Strategy):
+    name = "basic"
+    description = "all INT8, then accumulate FP32 fallbacks in network order; then re-quantize"
+
+    def search(self) -> SearchGenerator:
+        config = self.space.uniform(INT8)
+        outcome = yield Request(config, note="all int8")
+        reverted: list[str] = []
+        for name in self.space.names:
+            if outcome.passed:
+                break
+            config = config.with_precision(name, FP32)
+            reverted.append(name)
+            outcome = yield Request(config, note=f"fallback {name}")
+        if not outcome.passed:
+            return
+        for name in reverted[:-1]:
+            candidate = config.with_precision(name, INT8)
+            result = yield Request(candidate, note=f"re-quantize {name}")
+            if result.passed:
+                config = candidate

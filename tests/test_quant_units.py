@@ -1,0 +1,86 @@
+"""Unit tests of the tuner's pieces that need no model: config hashing, criterion, history, front."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from caloforge.errors import UserError
+from caloforge.quant import Config, Criterion
+from caloforge.quant.history import HistoryWriter, read_history
+from caloforge.quant.strategies import available, get_strategy
+from caloforge.quant.tuner import TrialRecord, pareto_front
+
+
+def test_config_key_is_canonical():
+    a = Config({"b": "int8", "a": "fp32"}, {"preset": "performance", "bias_correction": False})
+    b = Config({"a": "fp32", "b": "int8"}, {"bias_correction": False, "preset": "performance"})
+    assert a.key() == b.key() and len(a.key()) == 16
+    assert a.with_precision("b", "fp32").key() != a.key()
+    assert Config.from_json(json.loads(json.dumps(a.to_json()))).key() == a.key()
+    with pytest.raises(ValueError):
+        Config({"a": "int4"})
+    with pytest.raises(KeyError):
+        a.with_precision("zz", "fp32")
+
+
+def test_criterion_lower_is_better_relative_and_absolute():
+    rel = Criterion(0.01)
+    assert rel.passes(1.009, 1.0) and not rel.passes(1.011, 1.0)
+    assert rel.passes(0.5, 1.0)  # better than FP32 always passes
+    assert not rel.passes(math.nan, 1.0)
+    ab = Criterion(0.05, relative=False)
+    assert ab.passes(0.149, 0.1) and not ab.passes(0.151, 0.1)
+
+
+def test_criterion_higher_is_better():
+    c = Criterion(0.01, higher_is_better=True)
+    assert c.threshold(0.9) == pytest.approx(0.891)
+    assert c.passes(0.8911, 0.9) and not c.passes(0.89, 0.9) and c.passes(0.95, 0.9)
+    assert c.better(0.9, 0.8) and not c.better(0.8, 0.9)
+    # negative baseline: the allowed loss uses |baseline|
+    assert Criterion(0.1).passes(-0.95, -1.0) and not Criterion(0.1).passes(-0.85, -1.0)
+
+
+def test_history_skips_torn_and_corrupt_lines(tmp_path):
+    path = tmp_path / "history.jsonl"
+    with HistoryWriter(path) as h:
+        h.append({"kind": "trial", "key": "a", "metric": 1.0})
+        h.append({"kind": "trial", "key": "b", "metric": float("nan")})
+    with open(path, "ab") as fh:  # a kill mid-write: half a line, no newline
+        fh.write(b'{"kind": "trial", "key": "c", "met')
+    with pytest.warns(RuntimeWarning, match="torn"):
+        records = read_history(path)
+    assert [r["key"] for r in records] == ["a", "b"]
+    assert records[1]["metric"] is None  # NaN is stored as null
+    with HistoryWriter(path) as h:  # appending after a torn tail starts a fresh line
+        h.append({"kind": "trial", "key": "d"})
+    with pytest.warns(RuntimeWarning):
+        records = read_history(path)
+    assert [r["key"] for r in records] == ["a", "b", "d"]
+    path.write_bytes(b"\x00\xff garbage\n[1, 2]\n")
+    with pytest.warns(RuntimeWarning):
+        assert read_history(path) == []
+    assert read_history(tmp_path / "missing.jsonl") == []
+
+
+def test_pareto_front():
+    cfg = Config({"a": "int8"})
+
+    def rec(metric, latency):
+        return TrialRecord("trial", f"{metric}-{latency}", cfg, metric=metric, latency_s=latency)
+
+    trials = [rec(1.0, 1.0), rec(2.0, 0.5), rec(1.5, 1.5), rec(0.5, 3.0), rec(2.0, 0.6)]
+    front = pareto_front(trials, Criterion())
+    assert [(t.metric, t.latency_s) for t in front] == [(2.0, 0.5), (1.0, 1.0), (0.5, 3.0)]
+    front_hib = pareto_front(trials, Criterion(higher_is_better=True))
+    assert [(t.metric, t.latency_s) for t in front_hib] == [(2.0, 0.5)]
+
+
+def test_strategy_registry():
+    assert {"basic", "ranked", "pareto"} <= set(available())
+    assert get_strategy("ranked").name == "ranked"
+    with pytest.raises(UserError, match="unknown strategy"):
+        get_strategy("nope")
