@@ -7,6 +7,7 @@ import sys
 
 from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range
 from caloforge.errors import UserError
+from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-events", "-n", type=int, required=True, help="number of showers (> 0)")
     add_energy_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (>= 0; default 0)")
-    p.add_argument("--output", "-o", required=True, help="output HDF5 file")
+    p.add_argument("--output", "-o", required=True,
+                   help="output HDF5 file (a production directory with --workers/--scheduler/--shard-size)")
     p.add_argument("--layout", choices=("3dgan", "calochallenge"), default="3dgan",
                    help="file layout (default 3dgan: ECAL + energy in GeV)")
     p.add_argument("--chunk-size", type=int, default=1000,
                    help="events simulated and written per block (default 1000; no effect on results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -40,9 +43,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed}: must be a non-negative integer")
     energies = parse_energies(args.energies) if args.energies else None
     energy_range = None if energies is not None else parse_range(args.energy_range)
+    progress = not args.no_progress and sys.stderr.isatty()
+    if wants_scale(args):
+        return produce_from_args(args, "mc", n_events=args.n_events, out=args.output, seed=args.seed,
+                                 energies=energies, energy_range=energy_range, layout=args.layout,
+                                 progress=progress)
     res = simulate_to_file(
         args.output, args.n_events, energy_range=energy_range, energies=energies, seed=args.seed,
-        chunk_size=args.chunk_size, progress=not args.no_progress and sys.stderr.isatty(),
+        chunk_size=args.chunk_size, progress=progress,
         layout=args.layout,
     )
     spec = (f"energies {args.energies} GeV (cycled)" if energies is not None

@@ -219,7 +219,13 @@ def _attr_value(v: Any) -> Any:
 
 
 def open_showers(path: str | os.PathLike[str], grid: tuple[int, ...] | None = None) -> ShowerFile:
-    """Open a 3DGAN or CaloChallenge HDF5 file (layout detected from its keys)."""
+    """Open a 3DGAN or CaloChallenge HDF5 file (layout detected from its keys), or a sharded
+    caloforge production (its directory or its ``manifest.json``) as one data set."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".json":
+        from caloforge.data.production import open_production
+
+        return open_production(p, grid=grid)  # type: ignore[return-value]
     return ShowerFile(path, grid=grid)
 
 
