@@ -1,0 +1,61 @@
+"""Inference engine benchmark (the same run as ``caloforge bench``), plus per-layer profiles.
+
+    python benchmarks/bench_engine.py [--quick] [--out benchmarks/results] [--profile]
+
+Writes ``bench_engine.json``, ``bench_engine.png`` and, with ``--profile``, the OpenVINO
+per-layer times and runtime precisions (``profile.json``) of FP32 and INT8 at batch 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+
+def profile_layers(batch: int = 32) -> dict:
+    from caloforge.runtime import ExecConfig, get_backend, runtime_precisions
+
+    ov = get_backend("openvino")
+    out = {}
+    for p in ("fp32", "bf16", "int8"):
+        gen = ov.compile(None, p, ExecConfig(1, 1, batch), perf_count=True)
+        rows = gen.profile(batches=5)
+        total = sum(r["time_ms"] for r in rows)
+        out[p] = {"batch": batch, "total_ms": total, "layers": rows[:12],
+                  "runtime_precisions": runtime_precisions(gen.compiled)}
+        print(f"-- {p}: {total:.1f} ms per batch of {batch} (1 thread)")
+        for r in rows[:8]:
+            print(f"   {r['time_ms']:8.2f} ms {100 * r['time_ms'] / total:5.1f}%  "
+                  f"{r['type']:<14} {r['kernel']:<26} {r['name']}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--profile", action="store_true", help="also write per-layer profiles")
+    ap.add_argument("--no-bench", action="store_true", help="profiles only")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from caloforge.atomic import write_json
+
+    warnings.simplefilter("ignore")
+    if args.profile:
+        write_json(out / "profile.json", profile_layers())
+    if not args.no_bench:
+        from caloforge.runtime.bench import format_table, plot, run_bench
+
+        report = run_bench(args.quick, log=lambda s: print(f"[bench] {s}", file=sys.stderr,
+                                                           flush=True))
+        print(format_table(report))
+        write_json(out / "bench_engine.json", report)
+        plot(report, out / "bench_engine.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

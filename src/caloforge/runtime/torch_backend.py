@@ -1,0 +1,90 @@
+"""PyTorch eager FP32 reference backend: the shipped (or given) safetensors weights loaded into
+:class:`caloforge.gan.model.Generator`. This is what a physicist runs today without caloforge's
+runtime — the baseline of ``caloforge bench`` and the reference of the parity tests."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloforge.errors import UserError
+from caloforge.runtime.backend import (
+    CompiledGenerator,
+    ExecConfig,
+    as_inputs,
+    check_precision,
+    register_backend,
+)
+
+
+def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
+    """A :class:`~caloforge.gan.model.Generator` in eval mode with ``weights`` (safetensors;
+    ``None``: the shipped weights)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from caloforge.gan.model import Generator
+    from caloforge.gan.shipped import default_weights_path
+
+    p = default_weights_path() if weights is None else Path(weights)
+    if not p.is_file():
+        raise UserError(f"{p}: no such weights file")
+    if p.suffix.lower() != ".safetensors":
+        raise UserError(f"{p}: the torch backend reads safetensors weights (.safetensors)")
+    try:
+        state = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{p}: not a valid safetensors file ({exc})") from None
+    gen = Generator()
+    try:
+        gen.load_state_dict(state)
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()[0]
+        raise UserError(f"{p}: weights do not fit the 3DGAN generator ({msg})") from None
+    return gen.eval()
+
+
+class TorchGenerator(CompiledGenerator):
+    backend = "torch"
+
+    def __init__(self, module: Any, config: ExecConfig, info: dict[str, Any]) -> None:
+        self.module = module
+        self.precision = "fp32"
+        self.config = config
+        self.info = info
+
+    def infer(self, z: np.ndarray, energy: np.ndarray) -> np.ndarray:
+        import torch
+
+        z, energy = as_inputs(z, energy)
+        torch.set_num_threads(self.config.resolved_threads())
+        with torch.inference_mode(), warnings.catch_warnings():
+            # "padding='same' with even kernel lengths ... zero-padded copy": expected (conv1)
+            warnings.filterwarnings("ignore", message=".*padding='same'.*")
+            return self.module(torch.from_numpy(z), torch.from_numpy(energy)).numpy()
+
+
+class TorchBackend:
+    """PyTorch eager, FP32 only, one stream (``threads`` intra-op threads)."""
+
+    name = "torch"
+    precisions = ("fp32",)
+
+    def compile(self, model: Any = None, precision: str = "fp32",
+                config: ExecConfig | None = None, **options: Any) -> TorchGenerator:
+        import torch
+
+        check_precision(self, precision)
+        config = config or ExecConfig()
+        if config.streams != 1:
+            raise UserError("the torch backend runs one stream; use --streams 1")
+        module = model if isinstance(model, torch.nn.Module) else load_generator(model)
+        module.eval()
+        return TorchGenerator(module, config, {"model": str(model) if model else "shipped"})
+
+
+register_backend("torch", TorchBackend)
