@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range, positive_int
+from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
 
 def _streams(text: str) -> int | str:
@@ -42,10 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--compression", type=int, default=None, choices=range(0, 10),
                    metavar="0-9", help="gzip level of the output (default 1)")
-    p.add_argument("-o", "--output", required=True, help="output HDF5 file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output HDF5 file (a production directory with --workers/--scheduler/--shard-size)")
     p.add_argument("--allow-extrapolation", action="store_true",
                    help="allow energies outside the model's trained range (with a warning)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scale_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -65,9 +68,20 @@ def run(args: argparse.Namespace) -> int:
         check_energies(energies if energies is not None else list(energy_range),
                        trained_range(args.model), args.allow_extrapolation,
                        "--energies" if energies is not None else "--energy-range")
+    if wants_scale(args):
+        from caloforge.scale import ProducerSpec
+
+        spec = ProducerSpec.gan(args.model, args.precision, backend=args.backend,
+                                streams=args.streams, threads=args.threads,
+                                batch_size=args.batch_size,
+                                allow_extrapolation=args.allow_extrapolation)
+        return produce_from_args(args, spec, n_events=args.events, out=args.output, seed=args.seed,
+                                 energies=energies, energy_range=energy_range,
+                                 progress=not args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # library noise (torch, nncf); ours are printed below
         from caloforge.runtime import compile_model
+
     def show(message, category, *rest) -> None:  # type: ignore[no-untyped-def]
         if category.__name__ == "ExtrapolationWarning" or str(message).startswith("bf16"):
             print(f"caloforge generate: warning: {message}", file=sys.stderr)

@@ -48,18 +48,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="batch size for the latency measurements (default 32)")
     p.add_argument("--no-bf16", action="store_true", help="only INT8 and FP32 layers")
     p.add_argument("--no-qdq", action="store_true", help="skip the QDQ ONNX export")
+    p.add_argument("--no-rewrite", action="store_true",
+                   help="tune the ONNX graph as imported instead of the runtime's exact "
+                        "upsample-convolution rewrite (slower model, but a QDQ ONNX export)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration and evaluation noise")
     p.add_argument("--quiet", action="store_true", help="only the final line")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from caloforge.errors import NoPassError, UserError
     from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available, tune
     from caloforge.quant import gan_objective as go
 
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        raise UserError(f"--tolerance {args.tolerance!r}: must be a finite number >= 0")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError(f"--timeout {args.timeout!r}: must be a positive number of seconds")
     strategy = args.strategy or DEFAULT_STRATEGY
     if strategy not in available():
         raise UserError(f"--strategy {strategy!r}: choose from {', '.join(available())}")
@@ -69,10 +77,20 @@ def run(args: argparse.Namespace) -> int:
         model = default_onnx_path()
     else:
         model = Path(args.model)
+        if model.is_dir():
+            raise UserError(f"{model}: is a directory, expected a model file (.onnx)")
         if not model.is_file():
             raise UserError(f"{model}: no such model file")
+        from caloforge.quant.build import read_model
+
+        read_model(str(model))  # a bad model file fails now, not after the reference is made
     if args.reference is not None and not Path(args.reference).is_file():
         raise UserError(f"{args.reference}: no such reference file")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"{out}: {out.parent} is not a directory")
     n_ref = args.reference_events or (2000 if args.reference else 700)
     say = (lambda msg: None) if args.quiet else print
     say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
@@ -82,13 +100,29 @@ def run(args: argparse.Namespace) -> int:
         f"{objective.energy_range[0]:g}-{objective.energy_range[1]:g} GeV")
     criterion = Criterion(args.tolerance, relative=args.relative,
                           higher_is_better=args.higher_is_better)
-    result = tune(model, objective.calibration, objective.evaluate, criterion, strategy,
+    source: object = model
+    sha = None
+    if not args.no_rewrite:
+        # Tune the graph the runtime actually runs: caloforge.runtime rewrites every float
+        # generator (exact upsample-conv folding) before compiling, but leaves an already
+        # quantized model as it is, so the rewrite must come before quantization.
+        import hashlib
+
+        from caloforge.runtime import get_backend
+        from caloforge.runtime.openvino_backend import optimize_model
+
+        source, folded = optimize_model(get_backend("openvino").load(model).model)
+        sha = hashlib.sha256(Path(model).read_bytes()).hexdigest() + "+runtime-rewrite"
+        say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded); "
+            "QDQ ONNX export needs --no-rewrite")
+    result = tune(source, objective.calibration, objective.evaluate, criterion, strategy,
                   args.output, resume=args.resume, timeout_s=args.timeout,
                   max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,
-                  latency_batch=args.latency_batch, export_qdq=not args.no_qdq, progress=say)
+                  latency_batch=args.latency_batch, model_sha256=sha,
+                  export_qdq=args.no_rewrite and not args.no_qdq, progress=say)
     if not args.quiet:
         print(f"outputs in {result.output_dir}: model.xml/.bin, report.md, history.jsonl"
-              + (", model_qdq.onnx" if result.qdq_onnx_path else f" (QDQ ONNX {result.qdq_status})"))
+              + (", model_qdq.onnx" if result.qdq_onnx_path else f" (QDQ ONNX {result.qdq_status or 'not exported'})"))
     if not result.passed:
         raise NoPassError(f"no configuration met the criterion ({criterion.describe(result.baseline_metric)}); "
                           f"saved the best by metric to {result.model_path}")

@@ -280,6 +280,12 @@ def _stage_validate(ctx: _Context, candidate: str, folder: str) -> tuple[dict[st
     return r, _metric_line(r) + f"; report {folder}/report.md"
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _all_int8(config: Any) -> bool:
     return all(v == "int8" for v in config.precisions.values())
 
@@ -314,6 +320,7 @@ def _stage_tune(ctx: _Context) -> tuple[dict[str, Any], str]:
     result = tune(model, objective.calibration, objective.evaluate, criterion, DEFAULT_STRATEGY,
                   folder, resume=resume, timeout_s=s.tune_timeout_s, max_trials=s.tune_max_trials,
                   latency_batch=s.bench_batch, confirm_top=s.confirm_top, export_qdq=False,
+                  model_sha256=_sha256(onnx) + "+runtime-rewrite",
                   progress=lambda m: ctx.log(f"      tune: {m}"))
     trials = [{"key": t.key, "metric": t.metric, "passed": t.passed, "note": t.note,
                "int8_share": t.int8_share, "all_int8": _all_int8(t.config),

@@ -475,6 +475,7 @@ def tune(model: str | os.PathLike[str] | ov.Model,
          confirm_top: int = 4,
          export_qdq: bool = True,
          report: bool = True,
+         model_sha256: str | None = None,
          progress: Callable[[str], None] | None = None) -> TuningResult:
     """Find the fastest mixed-precision version of ``model`` whose metric meets ``criterion``.
 
@@ -505,6 +506,8 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     latency_time_s: minimum timing per latency measurement (>= 5 runs in any case).
     confirm_top: at the end, re-time this many of the fastest passing candidates and FP32 in
         rotation (same process, interleaved, medians) and re-pick the fastest (0: skip).
+    model_sha256: identity of an in-memory ``model`` recorded in the history (e.g. the source
+        file's checksum plus the rewrite applied), so ``resume`` can detect a changed model.
     """
     say = progress or (lambda msg: log.info("%s", msg))
     criterion = criterion or Criterion()
@@ -512,12 +515,15 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     out = Path(output_dir)
     if not out.parent.exists():
         raise UserError(f"{out}: parent directory {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: {out.parent} is not a directory")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
     core = ov.Core()
     model_path: Path | None = None
     if isinstance(model, ov.Model):
         ov_model = model
-        model_sha = "in-memory"
+        model_sha = model_sha256 or "in-memory"
     else:
         model_path = Path(model)
         if not model_path.is_file():
@@ -541,6 +547,10 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     qparams = dict(DEFAULT_PARAMS, **(params or {}))
     space = SearchSpace(all_layers, allowed, qparams)
 
+    try:  # created only now: a bad model or calibration set leaves no empty folder behind
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create output directory ({exc.strerror or exc})") from None
     history_path = out / HISTORY_NAME
     meta = {"kind": "meta", "version": FORMAT_VERSION, "model_sha256": model_sha,
             "calibration_sha256": _sha256_calibration(calibration),
