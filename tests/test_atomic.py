@@ -35,3 +35,34 @@ def test_exception_leaves_previous_content_and_no_temp(tmp_path: Path) -> None:
 def test_missing_directory_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         write_text(tmp_path / "nope" / "x.txt", "x")
+
+
+def test_parent_that_is_a_file_is_a_user_error_and_leaves_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "regular"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match=r"regular/x\.txt: .*regular is not a directory"):
+        write_text(blocker / "x.txt", "x")
+    assert blocker.read_text() == "not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]
+
+
+def test_directory_as_target_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "out.json").mkdir()
+    with pytest.raises(UserError, match=r"out\.json: is a directory"):
+        write_json(tmp_path / "out.json", {"a": 1})
+    assert (tmp_path / "out.json").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_temp_file_creation_failure_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as root, os.access says every directory is writable: the OSError of mkstemp must still
+    # become one clear line naming the file
+    import tempfile
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(UserError, match=r"x\.txt: cannot write \(Permission denied\)"):
+        write_text(tmp_path / "x.txt", "x")
+    assert list(tmp_path.iterdir()) == []

@@ -19,10 +19,17 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help_lists_the_pipeline_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from caloforge.cli import COMMAND_MODULES
+
     assert main([]) == 0
     out = capsys.readouterr().out
-    for command in ("simulate", "validate", "generate", "quantize"):
-        assert command in out
+    listed = re.findall(r"^    (\w+)\s", out, flags=re.MULTILINE)  # the sub-command table
+    for command in ("simulate", "info", "validate", "quantize", "demo"):
+        assert command in listed, (command, listed)
+    # in pipeline order, and only real sub-commands
+    assert listed == [c for c in COMMAND_MODULES if c in listed]
 
 
 def test_module_entry_point_reports_user_error_without_traceback(tmp_path) -> None:

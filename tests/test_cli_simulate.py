@@ -59,6 +59,8 @@ def test_simulate_calochallenge_range(tmp_path, capsys):
     (["-n", "5", "--energies", "ten"], "expected comma-separated numbers"),
     (["-n", "5", "--energy-range", "0.1:100"], "outside the supported range"),
     (["-n", "5", "--energy-range", "100:10"], "LOW must be below HIGH"),
+    (["-n", "5", "--energy-range", "nan:10"], "--energy-range 'nan:10': LOW and HIGH must be finite"),
+    (["-n", "5", "--energy-range", "10:inf"], "--energy-range '10:inf': LOW and HIGH must be finite"),
     (["-n", "5", "--seed", "-1"], "--seed"),
     (["-n", "5", "--chunk-size", "0"], "--chunk-size"),
 ])
@@ -76,7 +78,16 @@ def test_simulate_unwritable_output(tmp_path, capsys):
     _one_line_error(capsys, "does not exist")
     rc = main(["simulate", "-n", "3", "-o", str(tmp_path), "--no-progress"])
     assert rc == 2
-    _one_line_error(capsys, str(tmp_path))
+    _one_line_error(capsys, f"{tmp_path}: is a directory")
+    # an output "directory" that is a regular file: one line naming the path, no traceback
+    blocker = tmp_path / "regular"
+    blocker.write_text("x")
+    out = blocker / "x.h5"
+    rc = main(["simulate", "-n", "3", "-o", str(out), "--no-progress"])
+    assert rc == 2
+    _one_line_error(capsys, f"{out}: {blocker} is not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]
+    assert blocker.read_text() == "x"
 
 
 def test_info_bad_files(tmp_path, capsys):
@@ -97,7 +108,34 @@ def test_info_bad_files(tmp_path, capsys):
         h5["ECAL"] = np.ones((2, 25, 25, 25), np.float32)
         h5["energy"] = np.array([np.nan, 1.0])
     assert main(["info", str(nan)]) == 2
-    _one_line_error(capsys, str(nan))
+    _one_line_error(capsys, f"{nan}: NaN")
+    # a dataset of the wrong type (bytes, a group) or corrupt compressed data: one line, exit 2
+    strings = tmp_path / "strings.h5"
+    with h5py.File(strings, "w") as h5:
+        h5["ECAL"] = np.ones((2, 25, 25, 25), np.float32)
+        h5["energy"] = np.array([b"ten", b"six"])
+    assert main(["info", str(strings)]) == 2
+    _one_line_error(capsys, f"{strings}: dataset 'energy' holds |S3, expected real numbers")
+    group = tmp_path / "group.h5"
+    with h5py.File(group, "w") as h5:
+        h5["ECAL"] = np.ones((2, 25, 25, 25), np.float32)
+        h5.create_group("energy")
+    assert main(["info", str(group)]) == 2
+    _one_line_error(capsys, f"{group}: 'energy' is a Group, expected a dataset")
+
+
+def test_info_corrupt_compressed_data(tmp_path, capsys):
+    from caloforge.mc import simulate_to_file
+
+    path = tmp_path / "corrupt.h5"
+    simulate_to_file(path, 20, energies=np.array([50.0]), seed=3, progress=False)
+    with h5py.File(path, "r") as h5:
+        offset = h5["ECAL"].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:  # overwrite the start of the first compressed chunk
+        fh.seek(offset)
+        fh.write(b"\x5a" * 4096)
+    assert main(["info", str(path)]) == 2
+    _one_line_error(capsys, f"{path}: corrupt HDF5 data in events 0..19")
 
 
 def test_interrupted_simulate_leaves_no_file(tmp_path, monkeypatch, capsys):

@@ -75,4 +75,43 @@ def test_cli_bad_input_exits_2(files, tmp_path, capsys) -> None:
     (tmp_path / "afile").write_text("x")
     rc = main(["validate", "--reference", str(ref), "--candidate", str(ref),
                "--output", str(tmp_path / "afile")])
-    assert rc == 2 and "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{tmp_path / 'afile'}: exists and is not a directory" in err
+    assert len(err.splitlines()) == 1
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(ref),
+               "--output", str(tmp_path / "afile" / "sub")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and str(tmp_path / "afile" / "sub") in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no output folder made
+
+
+@pytest.mark.parametrize("threshold", ["nan", "-1e-3", "inf"])
+def test_cli_bad_hit_threshold_exits_2(files, tmp_path, capsys, threshold) -> None:
+    ref = files[0]
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(ref), "--output",
+               str(tmp_path / "out"), f"--hit-threshold={threshold}", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--hit-threshold" in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_candidate_data_leaves_no_output_folder(files, tmp_path, capsys) -> None:
+    # the bad cell is only found while streaming the events, after the grids were checked
+    ref = files[0]
+    images, energies = read_showers(ref)
+    bad = images.copy()
+    bad[50, 12, 12, 5] = np.nan
+    cand = tmp_path / "nan_cells.h5"
+    write_showers(cand, bad, energies)
+    out = tmp_path / "new" / "report"
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(cand), "--output",
+               str(out), "--no-plots", "--no-classifier", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{cand}: NaN or infinite cell energies" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan_cells.h5"]
+    # an existing output folder is kept, with what it held
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    assert main(["validate", "--reference", str(ref), "--candidate", str(cand), "--output",
+                 str(out), "--no-plots", "--no-classifier", "--quiet"]) == 2
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

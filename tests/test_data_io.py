@@ -99,6 +99,15 @@ def _bad_file(tmp_path, kind):
             h5["energy"] = np.ones(4)
         elif kind == "unknown_keys":
             h5["foo"] = np.ones(3)
+        elif kind == "string_energy":
+            h5["ECAL"] = good
+            h5["energy"] = np.array([b"10"] * 4)
+        elif kind == "group_energy":
+            h5["ECAL"] = good
+            h5.create_group("energy")
+        elif kind == "complex_cells":
+            h5["ECAL"] = good.astype(np.complex64)
+            h5["energy"] = np.ones(4)
     return path
 
 
@@ -111,6 +120,9 @@ def _bad_file(tmp_path, kind):
     ("nan_cells", "NaN"),
     ("negative_cells", "negative"),
     ("unknown_keys", "unknown layout"),
+    ("string_energy", "dataset 'energy' holds \\|S2, expected real numbers"),
+    ("group_energy", "'energy' is a Group, expected a dataset"),
+    ("complex_cells", "dataset 'ECAL' holds complex64, expected real numbers"),
 ])
 def test_bad_files(tmp_path, kind, message):
     path = _bad_file(tmp_path, kind)

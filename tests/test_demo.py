@@ -39,12 +39,33 @@ def test_settings_reject_too_few_events():
     assert s.tune_events == 700 and s.n_events == 700
 
 
-def test_cli_demo_bad_input_is_one_line(capsys):
+@pytest.mark.parametrize("args, needle", [
+    (["--n-events", "50"], "--n-events 50: at least 140 are needed"),
+    (["--tune-timeout", "nan"], "--tune-timeout nan: must be positive"),
+    (["--tune-timeout=-1"], "--tune-timeout -1.0: must be positive"),
+])
+def test_cli_demo_bad_input_is_one_line(tmp_path, capsys, args, needle):
     from caloforge.cli import main
 
-    assert main(["demo", "--quick", "--n-events", "50", "--output", "unused"]) == 2
-    err = capsys.readouterr().err
-    assert "caloforge demo: error:" in err and "Traceback" not in err
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", *args, "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caloforge demo: error:") and needle in err, err
+    assert "\n" not in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_cli_demo_output_that_is_a_file(tmp_path, capsys):
+    from caloforge.cli import main
+
+    blocker = tmp_path / "regular"
+    blocker.write_text("x")
+    for out, needle in ((blocker, f"{blocker}: exists and is not a directory"),
+                        (blocker / "sub", f"{blocker / 'sub'}: cannot create the output folder")):
+        assert main(["demo", "--quick", "--output", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    assert blocker.read_text() == "x" and [p.name for p in tmp_path.iterdir()] == ["regular"]
 
 
 @pytest.mark.slow

@@ -99,10 +99,14 @@ def test_simulate_to_file_chunk_independent(tmp_path):
 
 def test_simulate_to_file_bad_input_leaves_nothing(tmp_path):
     out = tmp_path / "x.h5"
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="number of events must be positive, got 0"):
         simulate_to_file(out, 0, progress=False)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="NaN"):
         simulate_to_file(out, 5, energies=np.array([np.nan]), progress=False)
+    (tmp_path / "regular").write_text("x")
+    with pytest.raises(UserError, match="is not a directory"):
+        simulate_to_file(tmp_path / "regular" / "x.h5", 5, progress=False)
+    (tmp_path / "regular").unlink()
     with pytest.raises(UserError, match="does not exist"):
         simulate_to_file(tmp_path / "no" / "x.h5", 5, progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -231,7 +231,8 @@ def test_cli_no_pass_exits_3(synth, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(gan_objective, "gan_objective", fake_objective)
     out = tmp_path / "cli"
-    code = main(["quantize", "--model", str(synth.model), "--output", str(out),
+    # --no-rewrite: the toy model is not a caloforge generator (the runtime rewrite needs one)
+    code = main(["quantize", "--model", str(synth.model), "--output", str(out), "--no-rewrite",
                  "--max-trials", "1", "--tolerance", "0.1", "--no-qdq", "--no-bf16", "--quiet"])
     err = capsys.readouterr().err
     assert code == 3
@@ -239,7 +240,7 @@ def test_cli_no_pass_exits_3(synth, tmp_path, monkeypatch, capsys):
     assert (out / "model.xml").is_file()
     # resuming with room for more trials finishes and passes (exit 0)
     code = main(["quantize", "--model", str(synth.model), "--output", str(out), "--resume",
-                 "--tolerance", "0.1", "--no-qdq", "--no-bf16", "--quiet"])
+                 "--no-rewrite", "--tolerance", "0.1", "--no-qdq", "--no-bf16", "--quiet"])
     assert code == 0
 
 

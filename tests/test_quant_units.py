@@ -84,3 +84,50 @@ def test_strategy_registry():
     assert get_strategy("ranked").name == "ranked"
     with pytest.raises(UserError, match="unknown strategy"):
         get_strategy("nope")
+
+
+def _cli_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("content", [b"\x8a\x01garbage" + bytes(range(256)) * 8, b"hello\n"],
+                         ids=["binary", "text"])
+def test_cli_garbage_model_is_one_line_and_leaves_no_output(tmp_path, capsys, content):
+    from caloforge.cli import main
+
+    model = tmp_path / "garbage.onnx"
+    model.write_bytes(content)
+    out = tmp_path / "tuned"
+    assert main(["quantize", "--model", str(model), "--output", str(out), "--quiet"]) == 2
+    assert f"{model}: not a valid ONNX model" in _cli_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.onnx"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tolerance", "nan"], "--tolerance nan: must be a finite number >= 0"),
+    (["--tolerance=-0.1"], "--tolerance -0.1: must be a finite number >= 0"),
+    (["--timeout", "nan"], "--timeout nan: must be a positive number of seconds"),
+    (["--timeout", "0"], "--timeout 0.0: must be a positive number of seconds"),
+])
+def test_cli_bad_numbers_exit_2(tmp_path, capsys, args, needle):
+    from caloforge.cli import main
+
+    assert main(["quantize", *args, "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert needle in _cli_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_output_under_a_regular_file_and_model_directory(tmp_path, capsys):
+    from caloforge.cli import main
+
+    blocker = tmp_path / "regular"
+    blocker.write_text("x")
+    assert main(["quantize", "--output", str(blocker), "--quiet"]) == 2
+    assert f"{blocker}: exists and is not a directory" in _cli_error(capsys)
+    assert main(["quantize", "--output", str(blocker / "sub"), "--quiet"]) == 2
+    assert f"{blocker / 'sub'}: {blocker} is not a directory" in _cli_error(capsys)
+    assert main(["quantize", "--model", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path}: is a directory" in _cli_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]

@@ -22,6 +22,10 @@ def _check_parent(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise UserError(f"{path}: output directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UserError(f"{path}: {parent} is not a directory")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file")
     if not os.access(parent, os.W_OK):
         raise UserError(f"{path}: output directory {parent} is not writable")
 
@@ -35,8 +39,11 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     target = Path(path)
     _check_parent(target)
     sfx = suffix if suffix is not None else target.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{sfx}.tmp",
-                                    dir=target.parent if str(target.parent) else ".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{sfx}.tmp",
+                                        dir=target.parent if str(target.parent) else ".")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -26,6 +26,8 @@ def parse_range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(":"))
     except ValueError:
         raise UserError(f"--energy-range {text!r}: expected LOW:HIGH in GeV, e.g. 2:500") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise UserError(f"--energy-range {text!r}: LOW and HIGH must be finite numbers in GeV, not NaN or infinite")
     if not lo < hi:
         raise UserError(f"--energy-range {text!r}: LOW must be below HIGH")
     return lo, hi

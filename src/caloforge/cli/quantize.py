@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         from caloforge.quant.build import read_model
 
         read_model(str(model))  # a bad model file fails now, not after the reference is made
-    if args.reference is not None and not Path(args.reference).is_file():
+    if args.reference is not None and not Path(args.reference).exists():
         raise UserError(f"{args.reference}: no such reference file")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -93,13 +93,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: {out.parent} is not a directory")
     n_ref = args.reference_events or (2000 if args.reference else 700)
     say = (lambda msg: None) if args.quiet else print
-    say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
-    objective = go.gan_objective(model, args.reference, calibration_size=args.calibration_size,
-                                 reference_events=n_ref, seed=args.seed)
-    say(f"objective: {objective.description}; calibration {args.calibration_size} events over "
-        f"{objective.energy_range[0]:g}-{objective.energy_range[1]:g} GeV")
-    criterion = Criterion(args.tolerance, relative=args.relative,
-                          higher_is_better=args.higher_is_better)
     source: object = model
     sha = None
     if not args.no_rewrite:
@@ -115,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
         sha = hashlib.sha256(Path(model).read_bytes()).hexdigest() + "+runtime-rewrite"
         say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded); "
             "QDQ ONNX export needs --no-rewrite")
+    say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
+    objective = go.gan_objective(model, args.reference, calibration_size=args.calibration_size,
+                                 reference_events=n_ref, seed=args.seed)
+    say(f"objective: {objective.description}; calibration {args.calibration_size} events over "
+        f"{objective.energy_range[0]:g}-{objective.energy_range[1]:g} GeV")
+    criterion = Criterion(args.tolerance, relative=args.relative,
+                          higher_is_better=args.higher_is_better)
     result = tune(source, objective.calibration, objective.evaluate, criterion, strategy,
                   args.output, resume=args.resume, timeout_s=args.timeout,
                   max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,

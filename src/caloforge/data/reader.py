@@ -64,6 +64,9 @@ class ShowerFile:
         h5 = self._h5
         keys = set(h5.keys())
         self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in h5.attrs.items()}
+        for key in (KEY_ECAL, KEY_ENERGY, KEY_TARGET, KEY_SHOWERS, KEY_INCIDENT):
+            if key in keys and not isinstance(h5[key], h5py.Dataset):
+                raise UserError(f"{self.path}: '{key}' is a {type(h5[key]).__name__}, expected a dataset")
         if KEY_ECAL in keys:
             self.layout = LAYOUT_3DGAN
             ecal = h5[KEY_ECAL]
@@ -133,6 +136,10 @@ class ShowerFile:
                 f"{self.path}: unknown layout: expected '{KEY_ECAL}' (3DGAN) or "
                 f"'{KEY_SHOWERS}' (CaloChallenge), found keys {sorted(keys)}"
             )
+        key = self._energy_sel[0]
+        for name, ds in ((self._images.name.lstrip("/"), self._images), (key, h5[key])):
+            if not _is_real_number(ds.dtype):
+                raise UserError(f"{self.path}: dataset '{name}' holds {ds.dtype}, expected real numbers")
         if n_en != self.n_events:
             raise UserError(
                 f"{self.path}: {self.n_events} showers but {n_en} primary energies"
@@ -146,7 +153,10 @@ class ShowerFile:
     def energies(self) -> np.ndarray:
         """Primary energies in GeV, float64 (N,), checked finite and positive."""
         key, col = self._energy_sel
-        data = self._h5[key][...] if col is None else self._h5[key][:, col]
+        try:
+            data = self._h5[key][...] if col is None else self._h5[key][:, col]
+        except OSError as exc:
+            raise UserError(f"{self.path}: corrupt HDF5 data in dataset '{key}' ({exc})") from None
         e = np.asarray(data, dtype=np.float64).reshape(-1) * self._unit
         bad = ~np.isfinite(e)
         if bad.any():
@@ -162,7 +172,12 @@ class ShowerFile:
     def read(self, start: int = 0, stop: int | None = None, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Read events ``[start, stop)``: images float32 (n, *grid) in GeV and energies (n,) GeV."""
         stop = self.n_events if stop is None else min(stop, self.n_events)
-        raw = self._images[start:stop]
+        try:
+            raw = self._images[start:stop]
+            key, col = self._energy_sel
+            en = self._h5[key][start:stop] if col is None else self._h5[key][start:stop, col]
+        except OSError as exc:
+            raise UserError(f"{self.path}: corrupt HDF5 data in events {start}..{stop - 1} ({exc})") from None
         img = np.asarray(raw, dtype=np.float32)
         if self._unit != 1.0:
             img = img * np.float32(self._unit)
@@ -172,8 +187,6 @@ class ShowerFile:
                 raise UserError(f"{self.path}: NaN or infinite cell energies in events {start}..{stop - 1}")
             if (img < 0).any():
                 raise UserError(f"{self.path}: negative cell energies in events {start}..{stop - 1}")
-        key, col = self._energy_sel
-        en = self._h5[key][start:stop] if col is None else self._h5[key][start:stop, col]
         en = np.asarray(en, dtype=np.float64).reshape(-1) * self._unit
         if not (np.isfinite(en).all() and (en > 0).all()):
             raise UserError(f"{self.path}: NaN, infinite or non-positive primary energy in events {start}..{stop - 1}")
@@ -201,6 +214,10 @@ class ShowerFile:
 
     def __repr__(self) -> str:
         return f"ShowerFile({str(self.path)!r}, layout={self.layout!r}, n_events={self.n_events}, grid={self.grid})"
+
+
+def _is_real_number(dtype: np.dtype) -> bool:
+    return bool(np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
 
 
 def _attr_value(v: Any) -> Any:

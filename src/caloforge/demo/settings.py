@@ -87,11 +87,11 @@ def check(s: DemoSettings) -> None:
                         f"--n-events ({s.n_events})")
     if s.seed < 0:
         raise UserError(f"--seed {s.seed}: must be a non-negative integer")
-    if s.tune_timeout_s <= 0:
+    if not s.tune_timeout_s > 0:  # also NaN
         raise UserError(f"--tune-timeout {s.tune_timeout_s}: must be positive")
     if s.tune_max_trials is not None and s.tune_max_trials < 1:
         raise UserError(f"--max-trials {s.tune_max_trials}: must be >= 1")
-    if s.bench_batch < 1 or s.bench_rounds < 1 or s.bench_sample_s <= 0 or s.calibration_size < 1:
+    if s.bench_batch < 1 or s.bench_rounds < 1 or not s.bench_sample_s > 0 or s.calibration_size < 1:
         raise UserError("bench batch, rounds, sample time and calibration size must be positive")
 
 

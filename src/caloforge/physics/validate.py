@@ -187,15 +187,35 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
     paths: dict[str, str | os.PathLike[str]] = {"reference": reference_path, "candidate": candidate_path}
     if floor_path is not None:
         paths["floor"] = floor_path
+    if not (math.isfinite(hit_threshold) and hit_threshold >= 0):
+        raise UserError(f"--hit-threshold {hit_threshold!r}: must be a finite cell energy >= 0 GeV")
     grid = _check_grids(paths)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
+    created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot create output directory ({exc.strerror})") from None
+    try:
+        return _validate_into(out, paths, grid, max_events, chunk_size, hit_threshold, seed,
+                              classifier, plots, progress)
+    except BaseException:
+        # no partial output: remove the folders this call created, if nothing was written there
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
+
+def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tuple[int, ...],
+                   max_events: int | None, chunk_size: int, hit_threshold: float, seed: int,
+                   classifier: bool, plots: bool, progress: bool) -> dict[str, Any]:
+    reference_path, candidate_path = paths["reference"], paths["candidate"]
+    floor_path = paths.get("floor")
     t_start = time.perf_counter()
     tables: dict[str, FeatureTable] = {}
     spectra: dict[str, LogHistogram] = {}

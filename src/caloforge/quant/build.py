@@ -49,12 +49,22 @@ PRECISION_HINT_PATH = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 def read_model(path: str, core: ov.Core | None = None) -> ov.Model:
     """Read an ONNX model or OpenVINO IR, with one clear error on failure."""
+    if not str(path).lower().endswith(".xml"):
+        # check with the ONNX frontend alone: core.read_model would try every frontend on a bad
+        # file (the TensorFlow one logs parse errors to stderr) and say only "Exception from ..."
+        from openvino.frontend import FrontEndManager
+
+        onnx_fe = FrontEndManager().load_by_framework("onnx")
+        if not onnx_fe.supported(str(path)):
+            raise UserError(f"{path}: not a valid ONNX model (or OpenVINO IR .xml)")
     core = core or ov.Core()
     try:
         return core.read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError with a long message
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: cannot read model ({first})") from None
+        lines = [ln.strip() for ln in str(exc).splitlines()
+                 if ln.strip() and not ln.startswith("Exception from ")]
+        why = lines[0] if lines else type(exc).__name__
+        raise UserError(f"{path}: cannot read model ({why})") from None
 
 
 def _clone_pass_through(node: ov.Node, source: ov.Output) -> ov.Output | None:
