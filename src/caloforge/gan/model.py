@@ -46,19 +46,48 @@ class Generator(nn.Module):
         self.conv3 = nn.Conv3d(6, 6, kernel_size=(3, 3, 8))
         self.conv4 = nn.Conv3d(6, 1, kernel_size=(2, 2, 2), bias=False)
         self.register_buffer("image_scale", torch.tensor(float(image_scale)))
+        # Optional shower prior (caloforge addition, off by default = the reference model): the
+        # output is multiplied by prior * (E/100)**prior_energy_power. Neutral (ones, power 0)
+        # unless set by set_prior(); see docs/gan.md.
+        self.register_buffer("prior", torch.ones(IMAGE_SHAPE))
+        self.register_buffer("prior_energy_power", torch.tensor(0.0))
+
+    def set_prior(self, mean_image_per_100gev: torch.Tensor, energy_power: float = 1.0) -> None:
+        """Use a data-derived mean shower (internal units per 100 GeV of primary energy, shape
+        (25, 25, 25)) as a multiplicative prior: the network then learns the per-cell,
+        per-event correction factor around the mean shower scaled by (E/100)**energy_power."""
+        with torch.no_grad():
+            self.prior.copy_(mean_image_per_100gev.reshape(IMAGE_SHAPE))
+            self.prior_energy_power.fill_(float(energy_power))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # files written before the prior existed: neutral prior
+        if prefix + "dense.weight" in state_dict:
+            state_dict.setdefault(prefix + "prior", torch.ones(IMAGE_SHAPE))
+            state_dict.setdefault(prefix + "prior_energy_power", torch.tensor(0.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_scaled(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """Image in internal (training) units, shape (B, 1, 25, 25, 25)."""
         x = z * (energy.reshape(-1, 1) / ENERGY_SCALE_GEV)
         x = self.dense(x).reshape(-1, 8, 7, 7, 8)
-        x = self.bn1(F.leaky_relu(self.conv1(x), 0.3))
+        if torch.is_autocast_enabled(x.device.type):
+            # AMX-BF16 gives wrong results for this conv (8 input channels, kernel depth 8) on
+            # this CPU (shared/reference/cpu-inference.md): keep it in float32 under autocast.
+            with torch.autocast(x.device.type, enabled=False):
+                x = self.conv1(x.float())
+        else:
+            x = self.conv1(x)
+        x = self.bn1(F.leaky_relu(x, 0.3))
         x = F.interpolate(x, scale_factor=(2, 2, 2), mode="nearest")
         x = F.pad(x, (0, 0, 2, 2, 2, 2))  # pad (x, y) by 2, z by 0 -> (18, 18, 16)
         x = self.bn2(F.leaky_relu(self.conv2(x), 0.3))  # -> (13, 14, 9)
         x = F.interpolate(x, scale_factor=(2, 2, 3), mode="nearest")  # -> (26, 28, 27)
         x = F.pad(x, (3, 3, 0, 0, 1, 1))  # x by 1, y by 0, z by 3 -> (28, 28, 33)
         x = F.leaky_relu(self.conv3(x), 0.3)  # -> (26, 26, 26)
-        return F.relu(self.conv4(x))  # -> (25, 25, 25)
+        x = F.relu(self.conv4(x))  # -> (25, 25, 25)
+        scale = (energy.reshape(-1, 1, 1, 1, 1) / ENERGY_SCALE_GEV) ** self.prior_energy_power
+        return x * self.prior * scale
 
     def forward(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         return self.forward_scaled(z, energy)[:, 0] / self.image_scale

@@ -1,0 +1,118 @@
+"""``caloforge train``: train the 3DGAN on an HDF5 shower file (wraps caloforge.gan.train.train),
+or ``--export-default RUN_DIR``: install a run's best (or ``--epoch``) generator as the package
+default (wraps caloforge.gan.ship.export_default)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from caloforge.cli._common import positive_int
+from caloforge.errors import UserError
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} {text!r}: expected {n} comma-separated numbers") from None
+    if len(vals) != n:
+        raise UserError(f"{what} {text!r}: expected {n} comma-separated numbers")
+    return vals
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the conditional 3D GAN (or export a run as the shipped default)",
+        description="Train the 3DGAN generator/discriminator on a 3DGAN-layout HDF5 file. "
+                    "Checkpoints every epoch in OUTPUT/checkpoints, per-epoch generators in "
+                    "OUTPUT/generators, metrics in OUTPUT/metrics.jsonl, best generator by the "
+                    "3DGAN metric (needs --validation) in OUTPUT/best.safetensors. "
+                    "Multi-process: torchrun --nproc-per-node N -m caloforge train ...",
+    )
+    p.add_argument("--data", help="training showers (HDF5, 3DGAN layout, 25x25x25)")
+    p.add_argument("--output", help="run directory")
+    p.add_argument("--epochs", type=positive_int, default=30, help="total epochs (default 30)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="per process (default 128)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--validation", help="held-out MC file for the per-epoch 3DGAN metric")
+    p.add_argument("--validation-events", type=positive_int, default=5000,
+                   help="events of the validation file used (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: cuda when available, else cpu")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (AMX on CPU; the generator's first conv stays fp32)")
+    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop")
+    p.add_argument("--lr", type=float, default=1e-3, help="generator learning rate (default 1e-3)")
+    p.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default --lr)")
+    p.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch learning-rate factor")
+    p.add_argument("--loss-weights", default="2,0.1,0.1",
+                   help="BCE,energy-MAPE,ECAL-sum-MAPE weights (default 2,0.1,0.1)")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="weight of the profile-matching auxiliary loss (default 0: reference recipe)")
+    p.add_argument("--aux-groups", type=positive_int, default=4)
+    p.add_argument("--shower-prior", action="store_true",
+                   help="multiply the generator output by the training data's mean shower x E/100 "
+                        "(the network learns the correction; see docs/gan.md)")
+    p.add_argument("--gen-steps", type=positive_int, default=2, help="G steps per D step (default 2)")
+    p.add_argument("--adv-every", type=positive_int, default=1,
+                   help="train D / use adversarial terms every k-th batch (default 1)")
+    p.add_argument("--flip-prob", type=float, default=0.05, help="label flip probability (0.05)")
+    p.add_argument("--image-scale", type=float, default=100.0,
+                   help="internal units = GeV x this (default 100)")
+    p.add_argument("--max-events", type=positive_int, default=None,
+                   help="use only the first N events of --data")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--bn-recalibration", type=positive_int, default=16,
+                   help="batches of 64 used to re-estimate BatchNorm statistics of the "
+                        "evaluated/saved generator each epoch (default 16)")
+    p.add_argument("--log-every", type=int, default=0,
+                   help="also write running losses to OUTPUT/train.log every k batches")
+    p.add_argument("--export-default", metavar="RUN_DIR",
+                   help="install RUN_DIR's best generator as the package default and exit")
+    p.add_argument("--epoch", type=positive_int, default=None,
+                   help="with --export-default: that epoch's generator instead of the best")
+    p.add_argument("--test-data", help="with --export-default: independent MC file for the card")
+    p.add_argument("--floor-data", help="with --export-default: second MC file for the MC-vs-MC floor")
+    p.add_argument("--reproduce", help="with --export-default: the command line to record in the card")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.export_default:
+        from caloforge.gan.ship import export_default
+
+        card = export_default(args.export_default, epoch=args.epoch, test_data=args.test_data,
+                              floor_data=args.floor_data, reproduce=args.reproduce)
+        print(json.dumps({k: card[k] for k in ("source", "metric") if k in card}, indent=2, default=str))
+        return 0
+    if not args.data or not args.output:
+        raise UserError("--data and --output are required (or --export-default RUN_DIR)")
+    from caloforge.gan.train import TrainConfig, train
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig(
+        data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,
+        seed=args.seed, validation=args.validation, validation_events=args.validation_events,
+        device=device, bf16=args.bf16, resume=args.resume, optimizer=args.optimizer, lr=args.lr,
+        lr_d=args.lr_d, lr_decay=args.lr_decay,
+        loss_weights=_floats(args.loss_weights, 3, "--loss-weights"),  # type: ignore[arg-type]
+        aux_weight=args.aux_weight, aux_groups=args.aux_groups,
+        shower_prior=args.shower_prior, gen_steps=args.gen_steps,
+        adv_every=args.adv_every, flip_prob=args.flip_prob, image_scale=args.image_scale,
+        max_events=args.max_events, threads=args.threads, progress=not args.no_progress,
+        log_every=args.log_every, bn_recalibration_batches=args.bn_recalibration,
+    )
+    res = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(json.dumps({"output": str(res.output), "epochs_done": res.epochs_done,
+                      "best_epoch": res.best_epoch, "best_metric": res.best_metric,
+                      "wall_seconds": round(res.wall_seconds, 1)}))
+    return 0
