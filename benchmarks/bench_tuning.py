@@ -123,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
 
     inputs = {name for port in ov.Core().read_model(str(model)).inputs for name in port.get_names()}
     if {"z", "energy"} <= inputs:
-        from caloforge.quant.gan_objective import gan_objective
+        from caloforge.quant.gan_objective import gan_objective, runtime_graph
 
         size = args.calibration_size or 200
         obj = gan_objective(model, args.reference, calibration_size=size,
                             reference_events=args.reference_events)
         calibration, evaluate, what = obj.calibration, obj.evaluate, obj.description
         tolerance = 0.01 if args.tolerance is None else args.tolerance
+        source, identity, _ = runtime_graph(model)  # the graph the runtime runs (as the CLI)
     else:
+        source, identity = model, None
         size = args.calibration_size or 32
         calibration, evaluate, what = generic_objective(model, size)
         tolerance = 0.1 if args.tolerance is None else args.tolerance
@@ -142,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.strategies.split(","):
         out = work / name
         t1 = time.perf_counter()
-        res = tune(model, calibration, evaluate, Criterion(tolerance), name, out,
+        res = tune(source, calibration, evaluate, Criterion(tolerance), name, out,
                    latency_batch=args.latency_batch, export_qdq=False, report=True,
+                   model_sha256=identity,
                    progress=lambda msg: None)
         wall = time.perf_counter() - t1
         share = f"{res.best.int8_share:.0%}" if res.best and res.best.int8_share is not None else "-"

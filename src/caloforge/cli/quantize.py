@@ -96,16 +96,7 @@ def run(args: argparse.Namespace) -> int:
     source: object = model
     sha = None
     if not args.no_rewrite:
-        # Tune the graph the runtime actually runs: caloforge.runtime rewrites every float
-        # generator (exact upsample-conv folding) before compiling, but leaves an already
-        # quantized model as it is, so the rewrite must come before quantization.
-        import hashlib
-
-        from caloforge.runtime import get_backend
-        from caloforge.runtime.openvino_backend import optimize_model
-
-        source, folded = optimize_model(get_backend("openvino").load(model).model)
-        sha = hashlib.sha256(Path(model).read_bytes()).hexdigest() + "+runtime-rewrite"
+        source, sha, folded = go.runtime_graph(model)
         say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded); "
             "QDQ ONNX export needs --no-rewrite")
     say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")

@@ -280,12 +280,6 @@ def _stage_validate(ctx: _Context, candidate: str, folder: str) -> tuple[dict[st
     return r, _metric_line(r) + f"; report {folder}/report.md"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _all_int8(config: Any) -> bool:
     return all(v == "int8" for v in config.precisions.values())
 
@@ -294,8 +288,6 @@ def _stage_tune(ctx: _Context) -> tuple[dict[str, Any], str]:
     from caloforge.gan.shipped import default_onnx_path
     from caloforge.quant import DEFAULT_STRATEGY, Criterion, tune
     from caloforge.quant import gan_objective as go
-    from caloforge.runtime import get_backend
-    from caloforge.runtime.openvino_backend import optimize_model
 
     s = ctx.settings
     folder = ctx.path("tune")
@@ -306,8 +298,7 @@ def _stage_tune(ctx: _Context) -> tuple[dict[str, Any], str]:
     # Tune the graph the runtime runs: its exact upsample-conv rewrite first (the runtime applies
     # it to every float model it compiles, but not to an already quantized one), so that the
     # tuned model is compared with FP32 and full INT8 on the same graph.
-    shipped = get_backend("openvino").load(None)
-    model, folded = optimize_model(shipped.model)
+    model, identity, folded = go.runtime_graph(onnx)
     objective = go.gan_objective(onnx, ctx.path("mc/reference.h5"),
                                  calibration_size=s.calibration_size,
                                  reference_events=s.tune_events, seed=s.seed)
@@ -320,7 +311,7 @@ def _stage_tune(ctx: _Context) -> tuple[dict[str, Any], str]:
     result = tune(model, objective.calibration, objective.evaluate, criterion, DEFAULT_STRATEGY,
                   folder, resume=resume, timeout_s=s.tune_timeout_s, max_trials=s.tune_max_trials,
                   latency_batch=s.bench_batch, confirm_top=s.confirm_top, export_qdq=False,
-                  model_sha256=_sha256(onnx) + "+runtime-rewrite",
+                  model_sha256=identity,
                   progress=lambda m: ctx.log(f"      tune: {m}"))
     trials = [{"key": t.key, "metric": t.metric, "passed": t.passed, "note": t.note,
                "int8_share": t.int8_share, "all_int8": _all_int8(t.config),

@@ -114,3 +114,23 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
     source = str(reference) if reference is not None else f"GFlash MC ({energies.size} events)"
     return GanObjective(calibration, evaluate, int(energies.size), rng_e,
                         f"3DGAN shape metric vs {source}")
+
+
+def runtime_graph(model_path: str | os.PathLike[str]) -> tuple[Any, str, list[str]]:
+    """The generator graph the runtime actually runs, ready to tune.
+
+    ``caloforge.runtime`` applies exact rewrites (upsample-convolution folding) to every float
+    generator before compiling, but runs an already quantized model as it is; tuning must
+    therefore start from the rewritten graph. Returns ``(openvino.Model, identity, folded
+    layer names)``; ``identity`` (source sha256 + rewrite tag) goes into the tuning history so a
+    resume detects a changed model.
+    """
+    import hashlib
+
+    from caloforge.runtime import get_backend
+    from caloforge.runtime.openvino_backend import optimize_model
+
+    path = Path(model_path)
+    model, folded = optimize_model(get_backend("openvino").load(path).model)
+    identity = hashlib.sha256(path.read_bytes()).hexdigest() + "+runtime-rewrite"
+    return model, identity, list(folded)
