@@ -281,6 +281,11 @@ def train(config: TrainConfig) -> TrainResult:
             if getattr(old, k) != getattr(cfg, k):
                 raise UserError(f"{out}: cannot resume with {k}={getattr(cfg, k)!r}; the run was "
                                 f"started with {getattr(old, k)!r}")
+        # every rank restores its own RNG state and data shard: the world size is frozen too
+        old_world = int(found[1].get("world_size", 1))
+        if old_world != world:
+            raise UserError(f"{out}: cannot resume with {world} process(es); the run was started "
+                            f"with {old_world}")
 
     data_path = Path(cfg.data)
     e_lo, e_hi = energy_range_of(data_path, cfg.max_events)
