@@ -110,22 +110,15 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
 
     # one BLAS thread: small matrices, and spinning threads are slow on a shared machine
     with threadpool_limits(limits=1):
-        t0 = time.perf_counter()
-        try:
-            f = fpd(xs_r, xs_c, seed=seed)
-            out["fpd"], out["fpd_error"], out["fpd_detail"] = f["value"], f["error"], f
-        except UserError as exc:
-            out["fpd"] = None
-            notes.append(str(exc))
-        timing["fpd"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
-            k = kpd(xs_r, xs_c, seed=seed)
-            out["kpd"], out["kpd_error"], out["kpd_detail"] = k["value"], k["error"], k
-        except UserError as exc:
-            out["kpd"] = None
-            notes.append(str(exc))
-        timing["kpd"] = time.perf_counter() - t0
+        for name, distance in (("fpd", fpd), ("kpd", kpd)):
+            t0 = time.perf_counter()
+            try:
+                d = distance(xs_r, xs_c, seed=seed)
+                out[name], out[f"{name}_error"], out[f"{name}_detail"] = d["value"], d["error"], d
+            except UserError as exc:
+                out[name] = None
+                notes.append(str(exc))
+            timing[name] = time.perf_counter() - t0
     if classifier:
         t0 = time.perf_counter()
         try:

@@ -8,7 +8,7 @@ history, best model, time and trial limits) and knows nothing about any strategy
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -84,6 +84,36 @@ class Strategy:
         yield  # make it a generator
 
     # -- helpers shared by strategies -----------------------------------------------------------
+    def revert_until_pass(
+        self, config: Config, outcome: Outcome, order: Sequence[str],
+        note: Callable[[str], str] = lambda name: f"fallback {name}",
+    ) -> Generator[Request, Outcome, tuple[Config, Outcome, list[str]]]:
+        """Revert layers to FP32 in ``order``, accumulating, until a configuration passes.
+
+        Use as ``config, outcome, reverted = yield from self.revert_until_pass(...)``; ``outcome``
+        is that of the last configuration tried, ``reverted`` the layers reverted in order.
+        """
+        reverted: list[str] = []
+        for name in order:
+            if outcome.passed:
+                break
+            config = config.with_precision(name, FP32)
+            reverted.append(name)
+            outcome = yield Request(config, note=note(name))
+        return config, outcome, reverted
+
+    def requantize(self, config: Config, names: Sequence[str]) -> Generator[Request, Outcome, Config]:
+        """Try each of ``names`` back in INT8, one by one, keeping those that still pass.
+
+        Use as ``config = yield from self.requantize(config, names)``.
+        """
+        for name in names:
+            candidate = config.with_precision(name, INT8)
+            result = yield Request(candidate, note=f"re-quantize {name}")
+            if result.passed:
+                config = candidate
+        return config
+
     def sensitivities(self) -> Generator[Request, Outcome, dict[str, float]]:
         """Probe every layer alone in INT8 (the rest FP32): layer -> output error (higher = worse).
 

@@ -8,7 +8,7 @@ so a harmless early layer is not left in FP32 just because it came first.
 
 from __future__ import annotations
 
-from caloforge.quant.config import FP32, INT8
+from caloforge.quant.config import INT8
 from caloforge.quant.strategies import register
 from caloforge.quant.strategies.base import Request, SearchGenerator, Strategy
 
@@ -21,17 +21,8 @@ class BasicStrategy(Strategy):
     def search(self) -> SearchGenerator:
         config = self.space.uniform(INT8)
         outcome = yield Request(config, note="all int8")
-        reverted: list[str] = []
-        for name in self.space.names:
-            if outcome.passed:
-                break
-            config = config.with_precision(name, FP32)
-            reverted.append(name)
-            outcome = yield Request(config, note=f"fallback {name}")
+        config, outcome, reverted = yield from self.revert_until_pass(config, outcome,
+                                                                      self.space.names)
         if not outcome.passed:
             return
-        for name in reverted[:-1]:
-            candidate = config.with_precision(name, INT8)
-            result = yield Request(candidate, note=f"re-quantize {name}")
-            if result.passed:
-                config = candidate
+        yield from self.requantize(config, reverted[:-1])

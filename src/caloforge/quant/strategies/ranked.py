@@ -29,21 +29,12 @@ class RankedStrategy(Strategy):
             return  # nothing to revert (and no FP32 layer to try in BF16)
         errors = yield from self.sensitivities()
         order = sorted(self.space.names, key=lambda n: (-errors[n], self.space.names.index(n)))
-        reverted: list[str] = []
-        for name in order:
-            if outcome.passed:
-                break
-            config = config.with_precision(name, FP32)
-            reverted.append(name)
-            outcome = yield Request(config, note=f"fallback {name} (error {errors[name]:.3g})")
+        config, outcome, reverted = yield from self.revert_until_pass(
+            config, outcome, order, note=lambda n: f"fallback {n} (error {errors[n]:.3g})")
         if not outcome.passed:
             return
         # the last revert made it pass: keep it; win back the others, least sensitive first
-        for name in sorted(reverted[:-1], key=lambda n: errors[n]):
-            candidate = config.with_precision(name, INT8)
-            result = yield Request(candidate, note=f"re-quantize {name}")
-            if result.passed:
-                config = candidate
+        config = yield from self.requantize(config, sorted(reverted[:-1], key=lambda n: errors[n]))
         if self.space.has_bf16:
             for name in sorted(config.layers_in(FP32), key=lambda n: errors[n]):
                 candidate = config.with_precision(name, BF16)
