@@ -250,7 +250,7 @@ def test_custom_strategy_plugs_into_the_loop(synth, tmp_path):
         name = "test-only-hostile"
 
         def search(self):
-            outcome = yield Request(self.space.uniform(INT8).with_precision(HOSTILE, FP32))
+            outcome = yield Request(self.uniform(INT8).with_precision(HOSTILE, FP32))
             assert outcome.passed is not None and outcome.metric is not None
 
     result = _tune(synth, tmp_path / "custom", strategy="test-only-hostile")
@@ -297,3 +297,50 @@ def test_ranked_tries_bf16_for_float_layers(synth, tmp_path):
     if result.criterion.passes(tried[-1].metric, result.baseline_metric):
         # the parity reference (same configuration, BF16 layer in FP32) was measured as a probe
         assert any(p.note == "bf16 parity reference" for p in result.probes)
+
+
+def test_range_estimator_search_keeps_rare_large_activations(tmp_path):
+    """Rare large inputs (like the shower cores of the highest energies): NNCF's default
+    ``mean_minmax`` averages per-sample maxima and clips them; ``minmax`` keeps them. With both
+    candidate sets the tuner must pick ``minmax`` and pass with every layer in INT8."""
+    import openvino as ov
+    import torch
+
+    torch.manual_seed(1)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv3d(1, 8, 3, padding=1)
+            self.c2 = torch.nn.Conv3d(8, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(torch.nn.functional.leaky_relu(self.c1(x), 0.2))
+
+    path = tmp_path / "rare.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), (torch.randn(1, 1, 8, 8, 8),), str(path), input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+    rng = np.random.default_rng(3)
+    scales = np.ones(10, np.float32)
+    scales[0] = 40.0  # one calibration sample in ten is a "high-energy" one
+    calibration = [{"x": (s * rng.random((1, 1, 8, 8, 8))).astype(np.float32)} for s in scales]
+    x_eval = np.concatenate([c["x"] for c in calibration])
+    fp32 = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ref = np.asarray(fp32({"x": x_eval})[0], np.float64)
+
+    def error(compiled):  # relative L2 error vs FP32, dominated by the large events
+        y = np.asarray(compiled({"x": x_eval})[0], np.float64)
+        return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+
+    sets = [{"range": "mean_minmax"}, {"range": "minmax"}]
+    result = tune(path, calibration, error, Criterion(0.1, relative=False), "ranked",
+                  tmp_path / "out", params=sets, precisions=(INT8, FP32), export_qdq=False,
+                  report=False, confirm_top=0, latency_time_s=0.0)
+    trials = {t.config.params["range"]: t for t in result.trials if t.note.startswith("all int8")}
+    assert set(trials) == {"mean_minmax", "minmax"}
+    assert not trials["mean_minmax"].passed and trials["minmax"].passed
+    assert trials["minmax"].metric < trials["mean_minmax"].metric
+    assert result.passed and result.best.config.params["range"] == "minmax"
+    assert set(result.best.config.precisions.values()) == {INT8}

@@ -131,3 +131,77 @@ def test_cli_output_under_a_regular_file_and_model_directory(tmp_path, capsys):
     assert main(["quantize", "--model", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
     assert f"{tmp_path}: is a directory" in _cli_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]
+
+
+def test_criterion_slack_is_direction_free():
+    low = Criterion(0.1)  # threshold 1.1 for a baseline of 1
+    assert low.slack(1.0, 1.0) == pytest.approx(0.1) and low.slack(1.2, 1.0) == pytest.approx(-0.1)
+    high = Criterion(0.1, higher_is_better=True)  # threshold 0.9
+    assert high.slack(1.0, 1.0) == pytest.approx(0.1) and high.slack(0.8, 1.0) == pytest.approx(-0.1)
+    assert low.slack(math.nan, 1.0) == -math.inf
+    for c in (low, high):  # slack >= 0 exactly when the criterion passes
+        for m in (0.5, 0.95, 1.05, 1.15, 2.0):
+            assert (c.slack(m, 1.0) >= 0) == c.passes(m, 1.0)
+
+
+def _drive(strategy, slack_of):
+    """Run ``strategy.choose_params`` answering each all-INT8 request with ``slack_of(params)``."""
+    from caloforge.quant.strategies import Outcome
+
+    gen = strategy.choose_params()
+    asked = []
+    try:
+        request = next(gen)
+        while True:
+            asked.append(dict(request.config.params))
+            slack = slack_of(request.config.params)
+            request = gen.send(Outcome(request.config, "trial", metric=1.0 - slack,
+                                       passed=slack >= 0, slack=slack))
+    except StopIteration as stop:
+        return asked, stop.value
+
+
+def test_choose_params_keeps_the_set_with_most_slack_and_stops_at_a_pass():
+    from caloforge.quant.params import DEFAULT_PARAM_SETS, param_sets
+    from caloforge.quant.space import Layer
+    from caloforge.quant.strategies import SearchSpace
+    from caloforge.quant.strategies.ranked import RankedStrategy
+
+    sets = param_sets(None)
+    assert sets == [dict(p) for p in DEFAULT_PARAM_SETS]
+    space = SearchSpace([Layer("a", "Convolution", 1.0), Layer("b", "MatMul", 1.0)], param_sets=sets)
+    # all fail: every set is tried, the least bad one is kept
+    slacks = {describe_key(p): -0.3 + 0.05 * i for i, p in enumerate(sets)}
+    slacks[describe_key(sets[2])] = -0.01
+    strategy = RankedStrategy(space)
+    asked, best = _drive(strategy, lambda p: slacks[describe_key(p)])
+    assert asked == sets
+    assert dict(best.config.params) == sets[2] == strategy.params
+    assert set(best.config.precisions.values()) == {"int8"}
+    # the second set passes: the search stops there (nothing is faster than all-INT8)
+    strategy = RankedStrategy(space)
+    asked, best = _drive(strategy, lambda p: 0.01 if p == sets[1] else -0.2)
+    assert asked == sets[:2] and strategy.params == sets[1]
+    # ties go to the earlier set
+    strategy = RankedStrategy(space)
+    asked, best = _drive(strategy, lambda p: -0.1)
+    assert strategy.params == sets[0]
+
+
+def describe_key(params):
+    return json.dumps(dict(params), sort_keys=True)
+
+
+def test_parameter_sets_are_checked_and_restricted():
+    from caloforge.quant.params import candidate_sets, normalize, param_sets
+
+    assert normalize({"range": "histogram"})["preset"] == "performance"
+    with pytest.raises(UserError, match="range estimator"):
+        normalize({"range": "percentile"})
+    with pytest.raises(UserError, match="preset"):
+        param_sets([{"preset": "fast"}])
+    assert {p["preset"] for p in candidate_sets(preset="mixed")} == {"mixed"}
+    assert {p["range"] for p in candidate_sets(range_estimator="histogram")} == {"histogram"}
+    assert candidate_sets("mixed", "mean_minmax", True) == [
+        {"preset": "mixed", "range": "mean_minmax", "bias_correction": True}]
+    assert len(param_sets([{"range": "minmax"}, {"range": "minmax"}])) == 1  # duplicates dropped

@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="continue an interrupted tuning in DIR without repeating trials")
     p.add_argument("--latency-batch", type=positive_int, default=32, metavar="B",
                    help="batch size for the latency measurements (default 32)")
+    p.add_argument("--preset", choices=("performance", "mixed"), default=None,
+                   help="NNCF preset: symmetric (performance) or asymmetric (mixed) activations; "
+                        "default: try both")
+    p.add_argument("--range-estimator", choices=("minmax", "mean_minmax", "histogram"), default=None,
+                   help="activation range estimator; default: try minmax, histogram and NNCF's "
+                        "mean_minmax, keep the best")
+    p.add_argument("--bias-correction", action="store_true", help="NNCF fast bias correction")
     p.add_argument("--no-bf16", action="store_true", help="only INT8 and FP32 layers")
     p.add_argument("--no-qdq", action="store_true", help="skip the QDQ ONNX export")
     p.add_argument("--no-rewrite", action="store_true",
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.errors import NoPassError, UserError
     from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available, tune
     from caloforge.quant import gan_objective as go
+    from caloforge.quant.params import candidate_sets
 
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UserError(f"--tolerance {args.tolerance!r}: must be a finite number >= 0")
@@ -109,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     result = tune(source, objective.calibration, objective.evaluate, criterion, strategy,
                   args.output, resume=args.resume, timeout_s=args.timeout,
                   max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,
+                  params=candidate_sets(args.preset, args.range_estimator, args.bias_correction),
                   latency_batch=args.latency_batch, model_sha256=sha,
                   export_qdq=args.no_rewrite and not args.no_qdq, progress=say)
     if not args.quiet:

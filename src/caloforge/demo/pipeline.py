@@ -318,7 +318,9 @@ def _stage_tune(ctx: _Context) -> tuple[dict[str, Any], str]:
                "config": t.config.summary(),
                "latency_ms": None if t.latency_s is None else t.latency_s * 1e3}
               for t in result.trials]
-    full = next((t for t in result.trials if _all_int8(t.config) and t.metric is not None), None)
+    # all-INT8 is tried under each candidate quantization parameter set: quote the best of them
+    full = min((t for t in result.trials if _all_int8(t.config) and t.metric is not None),
+               key=lambda t: t.metric, default=None)
     best = result.best
     res: dict[str, Any] = {
         "strategy": result.strategy, "criterion": criterion.describe(result.baseline_metric),

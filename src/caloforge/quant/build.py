@@ -197,21 +197,12 @@ class Builder:
 
     def _quantize_all(self, params: Mapping[str, Any]) -> tuple[ov.Model, dict[str, np.ndarray]]:
         import nncf
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-        preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
-                  "mixed": nncf.QuantizationPreset.MIXED}.get(params.get("preset", "performance"))
-        if preset is None:
-            raise UserError(f"unknown quantization preset {params.get('preset')!r}")
-        bias = bool(params.get("bias_correction", False))
-        advanced = AdvancedQuantizationParameters(
-            backend_params={"compress_weights": False},  # keep FP32 weights restorable
-            disable_bias_correction=not bias,
-        )
+        from caloforge.quant.params import nncf_arguments
+
         quantized = nncf.quantize(
-            self.model.clone(), nncf.Dataset(self.calibration), preset=preset,
-            subset_size=len(self.calibration), fast_bias_correction=True,
-            model_type=self.model_type, advanced_parameters=advanced,
+            self.model.clone(), nncf.Dataset(self.calibration), subset_size=len(self.calibration),
+            model_type=self.model_type, **nncf_arguments(params, keep_weights=True),
         )
         original = {op.get_friendly_name(): op for op in self.model.get_ops()
                     if op.get_type_name() == "Constant"}

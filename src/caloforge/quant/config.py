@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from caloforge.quant.params import DEFAULT_PARAM_SETS
+
 INT8 = "int8"
 BF16 = "bf16"
 FP32 = "fp32"
 PRECISIONS = (INT8, BF16, FP32)
 """Precisions a layer can be given, fastest first."""
 
-DEFAULT_PARAMS: Mapping[str, Any] = MappingProxyType({"preset": "performance", "bias_correction": False})
-"""Default quantization parameters (NNCF preset; fast bias correction off, see docs/quantization.md)."""
+DEFAULT_PARAMS: Mapping[str, Any] = MappingProxyType(dict(DEFAULT_PARAM_SETS[0]))
+"""Quantization parameters of a configuration that names none (the first default set)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class Config:
     """Per-layer precisions (layer name -> ``"int8" | "bf16" | "fp32"``) and quantization parameters.
 
     ``params`` are passed to the builder: ``preset`` (``"performance"``: symmetric activations,
-    ``"mixed"``: asymmetric activations) and ``bias_correction`` (NNCF fast bias correction).
+    ``"mixed"``: asymmetric activations), ``range`` (activation range estimator) and
+    ``bias_correction`` (NNCF fast bias correction); see :mod:`caloforge.quant.params`.
     """
 
     precisions: Mapping[str, str]

@@ -41,6 +41,14 @@ class Criterion:
         limit = self.threshold(baseline)
         return metric >= limit if self.higher_is_better else metric <= limit
 
+    def slack(self, metric: float, baseline: float) -> float:
+        """Distance of ``metric`` from the threshold on the passing side (metric units): positive
+        passes, negative fails, ``-inf`` for a non-finite metric or baseline."""
+        if not (math.isfinite(metric) and math.isfinite(baseline)):
+            return -math.inf
+        limit = self.threshold(baseline)
+        return metric - limit if self.higher_is_better else limit - metric
+
     def better(self, a: float, b: float) -> bool:
         """True when metric ``a`` is strictly better than ``b`` (NaN is worst)."""
         if not math.isfinite(a):

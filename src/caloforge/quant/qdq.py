@@ -95,7 +95,8 @@ def export_qdq_onnx(model_path: Path | None, config: Config,
     try:
         import nncf
         import onnx
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+        from caloforge.quant.params import nncf_arguments
 
         proto = onnx.load(str(model_path))
         names = [node.name for node in proto.graph.node]
@@ -107,13 +108,10 @@ def export_qdq_onnx(model_path: Path | None, config: Config,
             (ignored if node else unmapped).append(node or layer)
         if unmapped:
             return None, f"not written: no ONNX node for layer(s) {unmapped}"
-        preset = (nncf.QuantizationPreset.MIXED if config.params.get("preset") == "mixed"
-                  else nncf.QuantizationPreset.PERFORMANCE)
         quantized = nncf.quantize(
-            proto, nncf.Dataset(list(calibration)), preset=preset, subset_size=len(calibration),
+            proto, nncf.Dataset(list(calibration)), subset_size=len(calibration),
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-            advanced_parameters=AdvancedQuantizationParameters(
-                disable_bias_correction=not config.params.get("bias_correction", False)),
+            **nncf_arguments(config.params),
         )
         int8_nodes = {onnx_node_for(layer, names) for layer in config.layers_in(INT8)}
         prune_qdq(quantized, {n for n in int8_nodes if n})

@@ -25,11 +25,12 @@ import openvino as ov
 from caloforge.atomic import write_json
 from caloforge.errors import UserError
 from caloforge.quant.build import PRECISION_HINT_PATH, Builder, read_model
-from caloforge.quant.config import BF16, DEFAULT_PARAMS, FP32, Config
+from caloforge.quant.config import BF16, FP32, Config
 from caloforge.quant.history import HistoryWriter, read_history
 from caloforge.quant.inspect import int8_flops_share, runtime_precisions
 from caloforge.quant.latency import batched_inputs, fixed_batch_model, measure_latency
 from caloforge.quant.objective import Criterion
+from caloforge.quant.params import param_sets
 from caloforge.quant.space import Layer, available_precisions, find_layers
 from caloforge.quant.strategies import (
     DEFAULT_STRATEGY,
@@ -337,10 +338,12 @@ class _Loop:
         if cached and rec.kind == TRIAL:
             self._consider(rec, None)
 
-    @staticmethod
-    def _outcome(rec: TrialRecord, cached: bool) -> Outcome:
+    def _outcome(self, rec: TrialRecord, cached: bool) -> Outcome:
+        slack = None
+        if rec.kind == TRIAL and rec.metric is not None:
+            slack = self.criterion.slack(rec.metric, self.baseline_metric)
         return Outcome(rec.config, rec.kind, metric=rec.metric, passed=rec.passed, error=rec.error,
-                       latency_s=rec.latency_s, cached=cached)
+                       latency_s=rec.latency_s, cached=cached, slack=slack)
 
     # -- best so far ----------------------------------------------------------------------------
     def _faster(self, a: TrialRecord, b: TrialRecord) -> bool:
@@ -463,7 +466,7 @@ def tune(model: str | os.PathLike[str] | ov.Model,
          timeout_s: float | None = None,
          max_trials: int | None = None,
          precisions: Sequence[str] | None = None,
-         params: Mapping[str, Any] | None = None,
+         params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
          layers: Sequence[str] | None = None,
          latency_batch: int | None = None,
          latency_margin: float = 0.05,
@@ -495,7 +498,9 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     timeout_s, max_trials: stop the search after this wall time / number of metric evaluations
         (history included); the best so far is kept and reported.
     precisions: allowed layer precisions (default: int8 + fp32, and bf16 where the CPU has it).
-    params: quantization parameters (see :class:`~caloforge.quant.config.Config`).
+    params: quantization parameters (:mod:`caloforge.quant.params`): one set (a mapping), or
+        the candidate sets to try (a sequence; the strategy keeps the one whose all-INT8 model
+        scores best). Default: :data:`~caloforge.quant.params.DEFAULT_PARAM_SETS`.
     layers: restrict tuning to these layer names (the others stay FP32).
     latency_batch: batch used for timing (default: the calibration samples' batch).
     latency_margin: latencies closer than this fraction count as equal (noise); then the higher
@@ -544,7 +549,7 @@ def tune(model: str | os.PathLike[str] | ov.Model,
             raise UserError(f"unknown layer(s) {sorted(unknown)}")
         all_layers = [layer for layer in all_layers if layer.name in set(layers)]
     allowed = tuple(precisions) if precisions else available_precisions(core, device)
-    qparams = dict(DEFAULT_PARAMS, **(params or {}))
+    qparams = param_sets(params)
     space = SearchSpace(all_layers, allowed, qparams)
 
     try:  # created only now: a bad model or calibration set leaves no empty folder behind

@@ -59,12 +59,15 @@ def core() -> Any:
 @dataclass(frozen=True)
 class Calibration:
     """INT8 calibration inputs: ``samples`` events of latent noise x primary energies uniform in
-    ``energy_range_gev`` (the trained range), drawn from ``seed``."""
+    ``energy_range_gev`` (the trained range), drawn from ``seed``; NNCF ``preset`` and activation
+    range estimator ``range_estimator`` (see :mod:`caloforge.quant.params`: ``minmax`` keeps the
+    rare large activations of shower cores, NNCF's own ``mean_minmax`` clips them)."""
 
     samples: int = 200
     seed: int = 12345
     energy_range_gev: tuple[float, float] = (2.0, 500.0)
     preset: str = "performance"
+    range_estimator: str = "minmax"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -115,10 +118,12 @@ def quantize_int8(model: Any, calibration: Calibration | None = None,
     cal = calibration or Calibration()
     if optimize:
         model = optimize_model(model)[0]
+    from caloforge.quant.params import nncf_arguments
+
     nncf.set_log_level(logging.ERROR)
-    preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
-              "mixed": nncf.QuantizationPreset.MIXED}[cal.preset]
-    kwargs: dict[str, Any] = {"subset_size": cal.samples, "preset": preset, **nncf_options}
+    kwargs: dict[str, Any] = {"subset_size": cal.samples,
+                              **nncf_arguments({"preset": cal.preset, "range": cal.range_estimator}),
+                              **nncf_options}
     if ignored_scope is not None:
         kwargs["ignored_scope"] = ignored_scope
     with warnings.catch_warnings():

@@ -12,7 +12,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from caloforge.quant.config import BF16, FP32, INT8, Config
+from caloforge.quant.config import BF16, DEFAULT_PARAMS, FP32, INT8, Config
+from caloforge.quant.params import describe
 from caloforge.quant.space import Layer
 
 TRIAL = "trial"
@@ -21,11 +22,12 @@ PROBE = "probe"
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The layers to tune (network order), the precisions available, the quantization parameters."""
+    """The layers to tune (network order), the precisions available, and the candidate
+    quantization parameter sets (:mod:`caloforge.quant.params`; the first is the default)."""
 
     layers: Sequence[Layer]
     precisions: Sequence[str] = (INT8, FP32)
-    params: dict[str, Any] = field(default_factory=dict)
+    param_sets: Sequence[dict[str, Any]] = field(default_factory=lambda: [dict(DEFAULT_PARAMS)])
 
     @property
     def names(self) -> list[str]:
@@ -34,9 +36,6 @@ class SearchSpace:
     @property
     def has_bf16(self) -> bool:
         return BF16 in self.precisions
-
-    def uniform(self, precision: str = INT8) -> Config:
-        return Config.uniform(self.names, precision, self.params or None)
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the loop measured for a request. ``metric``/``passed`` only for trials."""
+    """What the loop measured for a request. ``metric``/``passed``/``slack`` only for trials.
+
+    ``slack``: how far the metric is on the good side of the criterion's threshold, in metric
+    units (positive passes, negative fails, ``-inf`` for NaN), whatever the metric's direction.
+    """
 
     config: Config
     kind: str
@@ -65,6 +68,7 @@ class Outcome:
     error: float | None = None  # relative L2 output error vs FP32 (probes; trials too when cheap)
     latency_s: float | None = None
     cached: bool = False  # taken from the history (resume), not re-run
+    slack: float | None = None
 
 
 SearchGenerator = Generator[Request, Outcome, None]
@@ -78,12 +82,40 @@ class Strategy:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
+        self.params: dict[str, Any] = dict(space.param_sets[0]) if space.param_sets else {}
+        """The quantization parameters in use (set by :meth:`choose_params`)."""
 
     def search(self) -> SearchGenerator:  # pragma: no cover - abstract
         raise NotImplementedError
         yield  # make it a generator
 
     # -- helpers shared by strategies -----------------------------------------------------------
+    def uniform(self, precision: str = INT8) -> Config:
+        """Every layer in ``precision``, with the parameters in use."""
+        return Config.uniform(self.space.names, precision, self.params)
+
+    def choose_params(self, latency: bool = False, stop_at_pass: bool = True,
+                      ) -> Generator[Request, Outcome, Outcome]:
+        """All-INT8 under each candidate parameter set; the one with the most slack is kept
+        (``self.params``) and its outcome returned (ties: the earlier set).
+
+        Stops at the first set whose all-INT8 model passes when ``stop_at_pass`` (nothing can be
+        faster than all-INT8). Use as ``outcome = yield from self.choose_params()``.
+        """
+        best: Outcome | None = None
+        several = len(self.space.param_sets) > 1
+        for params in self.space.param_sets:
+            note = f"all int8 ({describe(params)})" if several else "all int8"
+            outcome = yield Request(Config.uniform(self.space.names, INT8, params), latency=latency,
+                                    note=note)
+            if best is None or _slack(outcome) > _slack(best):
+                best = outcome
+            if stop_at_pass and outcome.passed:
+                break
+        assert best is not None
+        self.params = dict(best.config.params)
+        return best
+
     def revert_until_pass(
         self, config: Config, outcome: Outcome, order: Sequence[str],
         note: Callable[[str], str] = lambda name: f"fallback {name}",
@@ -119,10 +151,14 @@ class Strategy:
 
         Use as ``errors = yield from self.sensitivities()``.
         """
-        fp32 = self.space.uniform(FP32)
+        fp32 = self.uniform(FP32)
         errors: dict[str, float] = {}
         for name in self.space.names:
             outcome = yield Request(fp32.with_precision(name, INT8), kind=PROBE,
                                     note=f"sensitivity {name}")
             errors[name] = outcome.error if outcome.error is not None else float("inf")
         return errors
+
+
+def _slack(outcome: Outcome) -> float:
+    return outcome.slack if outcome.slack is not None and outcome.slack == outcome.slack else float("-inf")

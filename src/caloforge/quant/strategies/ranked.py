@@ -1,6 +1,7 @@
 """``ranked``: revert the most sensitive layers first, then win back what is not needed.
 
-1. Try all-INT8 (done if it passes and the CPU has no BF16 to try).
+1. Try all-INT8 under each candidate quantization parameter set and keep the best set (done if
+   one passes and the CPU has no BF16 to try).
 2. Sensitivity: each layer alone in INT8 (rest FP32), output error vs FP32 on a few calibration
    inputs (a cheap probe, no metric evaluation). While the criterion fails, revert the next most
    sensitive layer (accumulating).
@@ -12,7 +13,7 @@
 
 from __future__ import annotations
 
-from caloforge.quant.config import BF16, FP32, INT8
+from caloforge.quant.config import BF16, FP32
 from caloforge.quant.strategies import register
 from caloforge.quant.strategies.base import Request, SearchGenerator, Strategy
 
@@ -23,8 +24,8 @@ class RankedStrategy(Strategy):
     description = "sensitivity-ranked FP32 fallback, then re-quantize and try BF16"
 
     def search(self) -> SearchGenerator:
-        config = self.space.uniform(INT8)
-        outcome = yield Request(config, note="all int8")
+        outcome = yield from self.choose_params()
+        config = outcome.config
         if outcome.passed:
             return  # nothing to revert (and no FP32 layer to try in BF16)
         errors = yield from self.sensitivities()
