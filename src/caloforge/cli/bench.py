@@ -15,6 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "medians), plus the caloforge MC; prints a table, writes JSON and a PNG.")
     p.add_argument("--quick", action="store_true", help="short run (CI / demo)")
     p.add_argument("--model", help="ONNX/IR model (default: shipped)")
+    p.add_argument("--tuned", metavar="MODEL.xml",
+                   help="also time a tuned model (caloforge quantize's model.xml) at the same "
+                        "batches and layouts, and print its speed-up over FP32")
     p.add_argument("--batches", help="comma-separated batch sizes (default 1,32,128; quick 1,32)")
     p.add_argument("--rounds", type=int, help="timing rounds (default 5; quick 3)")
     p.add_argument("--no-mc", action="store_true", help="skip the MC timing")
@@ -25,10 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import warnings
+    from pathlib import Path
 
     from caloforge.atomic import write_json
     from caloforge.errors import UserError
 
+    if args.tuned is not None and not Path(args.tuned).is_file():
+        raise UserError(f"{args.tuned}: no such model file")
     batches = None
     if args.batches:
         try:
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from caloforge.runtime.bench import format_table, plot, run_bench
 
         report = run_bench(args.quick, model=args.model, batches=batches, rounds=args.rounds,
-                           include_mc=not args.no_mc,
+                           include_mc=not args.no_mc, tuned=args.tuned,
                            log=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     print(format_table(report))
     write_json(args.json, report)

@@ -63,6 +63,10 @@ def cpu_flags() -> list[str]:
     return []
 
 
+TUNED = "tuned"
+"""Precision label of the rows of a tuned model (``caloforge quantize`` output) in the table."""
+
+
 def _configs(batches: tuple[int, ...], precisions: tuple[str, ...]) -> list[BenchConfig]:
     c = cpu_count()
     lays = [(1, 1), (1, c)] + ([(c, 1)] if c > 1 else [])
@@ -165,9 +169,12 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
               precisions: tuple[str, ...] = OV_PRECISIONS, rounds: int | None = None,
               sample_seconds: float | None = None, physics_events: int | None = None,
               include_mc: bool = True, log: Callable[[str], None] | None = None,
-              ) -> dict[str, Any]:
+              tuned: Any = None) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-able dict (``results``: one row per configuration with
-    ``median``/``low``/``high`` showers/s and ratios; ``summary``: the targets' ratios)."""
+    ``median``/``low``/``high`` showers/s and ratios; ``summary``: the targets' ratios).
+
+    ``tuned``: a tuned model (``caloforge quantize``'s ``model.xml``) timed with the same
+    batches and layouts as the rest, as precision ``"tuned"``."""
     import openvino as ov
 
     log = log or (lambda s: None)
@@ -178,6 +185,14 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
     cfgs = _configs(batches, precisions)
     ovb = get_backend("openvino")
     loaded = ovb.load(model)
+    tuned_loaded = None
+    if tuned is not None:
+        from caloforge.runtime.modelfile import is_quantized
+
+        tuned_loaded = ovb.load(tuned)
+        tuned_precision = "int8" if is_quantized(tuned_loaded.model) else "fp32"
+        cfgs += [BenchConfig("openvino", TUNED, c.streams, c.threads, c.batch)
+                 for c in cfgs if c.runtime == "openvino" and c.precision == precisions[0]]
     t_q = time.perf_counter()
     from caloforge.runtime.openvino_backend import Calibration, quantize_int8
 
@@ -191,6 +206,8 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
         ec = ExecConfig(c.streams, c.threads, c.batch)
         if c.runtime == "torch":
             gens[c.key] = get_backend("torch").compile(weights, "fp32", ec)
+        elif c.runtime == "openvino" and c.precision == TUNED:
+            gens[c.key] = ovb.compile(tuned_loaded, tuned_precision, ec, bf16_check=False)
         elif c.runtime == "openvino":
             src = int8_model if c.precision == "int8" else loaded
             gens[c.key] = ovb.compile(src, c.precision, ec, bf16_check=False)
@@ -226,7 +243,7 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
         row["vs_torch_fp32_best"] = row["median"] / summary["torch_fp32_best"]["median"]
         row["vs_openvino_fp32_best"] = row["median"] / summary["openvino_fp32_best"]["median"]
     phys_gens = {"torch-fp32": gens[f"torch-fp32 1x{cpu_count()} b{batches[-1]}"]}
-    for p in precisions:
+    for p in precisions + ((TUNED,) if tuned is not None else ()):
         phys_gens[f"openvino-{p}"] = gens[f"openvino-{p} 1x{cpu_count()} b{batches[-1]}"]
     physics = _physics(phys_gens, physics_events, 2026, log)
     best_key = summary["best_caloforge"]["key"]
@@ -242,6 +259,7 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
                     "openvino": ov.get_version(), "torch": torch.__version__,
                     "note": "shared machine: other jobs ran concurrently; medians in rotation"},
         "model": str(loaded.path) if loaded.path else "in memory",
+        "tuned_model": None if tuned is None else str(tuned),
         "settings": {"quick": quick, "batches": list(batches), "rounds": rounds,
                      "sample_seconds": sample_seconds},
         "results": rows, "summary": summary, "physics": physics, "mc": mc,
@@ -278,6 +296,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "targets": {"int8_vs_fp32": 4.0, "best_vs_torch": 12.0, "multistream_efficiency": 0.95},
         "multistream": [],
     }
+    tuned = _best(rows, runtime="openvino", precision=TUNED)
+    if tuned.get("key", "-") != "-":
+        out["openvino_tuned_best"] = _brief(tuned)
+        out["tuned_vs_fp32"] = tuned["median"] / fp32_best["median"]
     bf16 = _best(rows, runtime="openvino", precision="bf16")
     if bf16.get("key", "-") != "-":
         out["openvino_bf16_best"] = _brief(bf16)
@@ -329,6 +351,10 @@ def format_table(report: dict[str, Any]) -> str:
                  + (f"; vs FP32 without rewrite {s['int8_vs_fp32_plain']:.2f}x; "
                     f"without rewrite on both {s['plain_int8_vs_plain_fp32']:.2f}x"
                     if has_plain else ""))
+    if "tuned_vs_fp32" in s:
+        lines.append(f"tuned / FP32 (OpenVINO, best settings): {s['tuned_vs_fp32']:.2f}x "
+                     f"(target >= 4); best tuned {s['openvino_tuned_best']['key']} "
+                     f"{s['openvino_tuned_best']['median']:.1f}/s")
     if "bf16_vs_fp32" in s:
         lines.append(f"BF16 / FP32 (OpenVINO, best settings): {s['bf16_vs_fp32']:.2f}x")
     lines.append(f"best caloforge / best PyTorch eager:   {s['best_vs_torch']:.2f}x (target >= 12)")
@@ -371,7 +397,7 @@ def plot(report: dict[str, Any], path: Any) -> None:
     rows = report["results"]
     c = report["machine"]["cores"]
     groups = [("torch", "fp32", "PyTorch\nFP32 eager")] + [
-        ("openvino", p, f"OpenVINO\n{p.upper()}") for p in OV_PRECISIONS
+        ("openvino", p, f"OpenVINO\n{p.upper()}") for p in (*OV_PRECISIONS, TUNED)
         if any(r["precision"] == p and r["runtime"] == "openvino" for r in rows)]
     lays = [(1, 1, "1 stream x 1 thread"), (1, c, f"1 stream x {c} threads"),
             (c, 1, f"{c} streams x 1 thread")]
