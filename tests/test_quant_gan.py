@@ -28,3 +28,37 @@ def test_gan_objective_calibration_and_metric(mc_file):
     # the same calibration again (seeded)
     again = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1)
     assert all(np.array_equal(a["z"], b["z"]) for a, b in zip(obj.calibration, again.calibration, strict=True))
+
+
+def test_runtime_compiles_a_tuned_ir_with_its_stored_precision(tmp_path):
+    """A tuned IR with a BF16 layer carries the bf16 hint; ``caloforge.runtime`` (``generate``,
+    ``bench``) must compile it with that hint so the layer runs BF16 and the others INT8, and
+    a tuned IR without BF16 layers in f32."""
+    import openvino as ov
+
+    from caloforge.gan.shipped import default_onnx_path
+    from caloforge.quant import BF16, FP32, INT8, Config
+    from caloforge.quant.build import Builder
+    from caloforge.quant.gan_objective import calibration_inputs, runtime_graph
+    from caloforge.quant.space import find_layers
+    from caloforge.runtime import compile_model, latent_noise
+    from caloforge.runtime.openvino_backend import runtime_precisions
+
+    model = runtime_graph(default_onnx_path())[0]
+    names = [layer.name for layer in find_layers(model)]
+    builder = Builder(model, calibration_inputs(8, (2.0, 500.0)))
+    last = names[-1]
+    z, e = latent_noise(2, 0, 4), np.array([10.0, 50.0, 200.0, 450.0], np.float32)
+    fp32 = compile_model(None, "fp32", streams=1, batch_size=4).run(z, e)
+    for extra, expected in ((BF16, "bf16"), (FP32, "f32")):
+        path = tmp_path / f"tuned_{extra}.xml"
+        ov.save_model(builder.build(Config.uniform(names, INT8).with_precision(last, extra)),
+                      str(path), compress_to_fp16=False)
+        gen = compile_model(path, "int8", streams=1, batch_size=4)
+        assert gen.info["precision_hint"] == expected
+        rows = {r["name"]: r["precision"] for r in runtime_precisions(gen.compiled)}
+        last_rows = [p for n, p in rows.items() if last in n]
+        assert last_rows and all(p == expected for p in last_rows), rows
+        assert sum(p in ("i8", "u8") for p in rows.values()) >= len(names) - 1, rows
+        out = gen.run(z, e)
+        assert np.linalg.norm(out - fp32) / np.linalg.norm(fp32) < 0.2

@@ -341,7 +341,13 @@ class OpenVINOBackend:
             info["bf16_padded_layers"] = pad_small_convolutions(ov_model)
         b = config.batch_size
         ov_model.reshape({"z": [b, 200], "energy": [b]})
-        compiled = self._compile(ov_model, _HINT[precision], config, perf_count)
+        hint = _HINT[precision]
+        if precision == "int8" and quantized:
+            from caloforge.quant.build import precision_hint
+
+            hint = precision_hint(ov_model)  # "bf16" only where the tuner kept BF16 layers
+            info["precision_hint"] = hint
+        compiled = self._compile(ov_model, hint, config, perf_count)
         if precision == "bf16" and bf16_check:
             err = self._parity(compiled, loaded.model, config)
             info["bf16_rel_l2_vs_f32"] = err
