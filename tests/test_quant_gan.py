@@ -62,3 +62,58 @@ def test_runtime_compiles_a_tuned_ir_with_its_stored_precision(tmp_path):
         assert sum(p in ("i8", "u8") for p in rows.values()) >= len(names) - 1, rows
         out = gen.run(z, e)
         assert np.linalg.norm(out - fp32) / np.linalg.norm(fp32) < 0.2
+
+
+def _quantized_inputs(model) -> set[str]:
+    """Conv/Gemm nodes whose data input comes from a DequantizeLinear (through shape-only ops
+    such as Pad, Resize, Reshape): the layers that run INT8."""
+    from caloforge.quant.qdq import _AGNOSTIC_ONNX
+
+    producer = {out: n for n in model.graph.node for out in n.output}
+
+    def dequantized(tensor: str, depth: int = 0) -> bool:
+        src = producer.get(tensor)
+        if src is None or depth > 8:
+            return False
+        if src.op_type == "DequantizeLinear":
+            return True
+        return src.op_type in _AGNOSTIC_ONNX and dequantized(src.input[0], depth + 1)
+
+    return {n.name for n in model.graph.node
+            if n.op_type in ("Conv", "Gemm", "MatMul") and dequantized(n.input[0])}
+
+
+def test_qdq_onnx_of_a_configuration_tuned_on_the_rewritten_graph(tmp_path):
+    """The tuner tunes the runtime's rewritten graph; its QDQ ONNX export maps every tuned layer
+    back to the original ONNX nodes (the folded dense layer to both the Gemm and conv1) and
+    quantizes exactly those."""
+    import onnx
+    import onnxruntime as ort
+
+    from caloforge.gan.shipped import default_onnx_path
+    from caloforge.quant import FP32, INT8, Config
+    from caloforge.quant.gan_objective import calibration_inputs, runtime_graph
+    from caloforge.quant.qdq import export_qdq_onnx, onnx_nodes_for
+    from caloforge.quant.space import find_layers
+    from caloforge.runtime import latent_noise
+
+    src = default_onnx_path()
+    names = [layer.name for layer in find_layers(runtime_graph(src)[0])]
+    graph = onnx.load(str(src)).graph
+    mapped = {name: onnx_nodes_for(name, graph) for name in names}
+    dense = next(n for n in names if n.endswith("/dense_folded"))
+    assert sorted(mapped[dense]) == ["/conv1/Conv", "/dense/Gemm"]
+    assert all(len(v) == 1 for k, v in mapped.items() if k != dense)
+
+    calibration = calibration_inputs(8, (2.0, 500.0))
+    z, e = latent_noise(4, 0, 6), np.linspace(10.0, 450.0, 6).astype(np.float32)
+    fp32 = ort.InferenceSession(str(src)).run(None, {"z": z, "energy": e})[0]
+    for float_layer in (names[-1], dense):
+        config = Config.uniform(names, INT8).with_precision(float_layer, FP32)
+        path, status = export_qdq_onnx(src, config, calibration, tmp_path / "q.onnx")
+        assert path is not None, status
+        model = onnx.load(str(path))
+        expected = {node for n in names if n != float_layer for node in mapped[n]}
+        assert _quantized_inputs(model) == expected
+        out = ort.InferenceSession(str(path)).run(None, {"z": z, "energy": e})[0]
+        assert np.linalg.norm(out - fp32) / np.linalg.norm(fp32) < 0.2

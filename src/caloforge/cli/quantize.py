@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-qdq", action="store_true", help="skip the QDQ ONNX export")
     p.add_argument("--no-rewrite", action="store_true",
                    help="tune the ONNX graph as imported instead of the runtime's exact "
-                        "upsample-convolution rewrite (slower model, but a QDQ ONNX export)")
+                        "upsample-convolution rewrite (slower model)")
     p.add_argument("--seed", type=int, default=0, help="seed of calibration and evaluation noise")
     p.add_argument("--quiet", action="store_true", help="only the final line")
     p.set_defaults(func=run)
@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     sha = None
     if not args.no_rewrite:
         source, sha, folded = go.runtime_graph(model)
-        say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded); "
-            "QDQ ONNX export needs --no-rewrite")
+        say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded)")
     say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
     objective = go.gan_objective(model, args.reference, calibration_size=args.calibration_size,
                                  reference_events=n_ref, seed=args.seed)
@@ -119,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                   max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,
                   params=candidate_sets(args.preset, args.range_estimator, args.bias_correction),
                   latency_batch=args.latency_batch, model_sha256=sha,
-                  export_qdq=args.no_rewrite and not args.no_qdq, progress=say)
+                  export_qdq=not args.no_qdq, qdq_source=None if args.no_rewrite else model,
+                  progress=say)
     if not args.quiet:
         print(f"outputs in {result.output_dir}: model.xml/.bin, report.md, history.jsonl"
               + (", model_qdq.onnx" if result.qdq_onnx_path else f" (QDQ ONNX {result.qdq_status or 'not exported'})"))

@@ -82,10 +82,13 @@ def nncf_arguments(params: Mapping[str, Any], *, keep_weights: bool = False) -> 
     ``keep_weights``: keep FP32 weights behind FakeQuantize nodes (OpenVINO backend) so that a
     layer can be restored to float later (the tuner's builder needs this).
     """
+    import logging
+
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    nncf.set_log_level(logging.ERROR)  # its INFO lines are not for our users
     p = normalize(params)
     preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
               "mixed": nncf.QuantizationPreset.MIXED}[p["preset"]]

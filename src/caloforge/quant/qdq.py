@@ -34,6 +34,37 @@ def onnx_node_for(layer: str, onnx_names: Sequence[str]) -> str | None:
 _TUNED_ONNX = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _AGNOSTIC_ONNX = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Resize",
                             "MaxPool", "Slice", "Flatten", "DepthToSpace", "SpaceToDepth"})
+DENSE_FOLDED = "/dense_folded"
+"""Name suffix :mod:`caloforge.runtime.graph_opt` gives a dense layer folded into the
+convolution after it (one layer of the tuned graph, two nodes of the ONNX file)."""
+
+
+def onnx_nodes_for(layer: str, graph: Any) -> list[str]:
+    """The ONNX nodes a tuned layer stands for: the node its name came from, plus, for a dense
+    layer folded into a convolution (``.../dense_folded``), the Gemm/MatMul feeding that
+    convolution through shape-only ops. Empty when the layer cannot be mapped."""
+    names = [node.name for node in graph.node]
+    node_name = onnx_node_for(layer, names)
+    if node_name is None:
+        return []
+    found = [node_name]
+    if DENSE_FOLDED in layer:
+        producer = {out: node for node in graph.node for out in node.output}
+        node = next(n for n in graph.node if n.name == node_name)
+        tensor = node.input[0]
+        for _ in range(8):
+            src = producer.get(tensor)
+            if src is None:
+                return []
+            if src.op_type in ("Gemm", "MatMul"):
+                found.append(src.name)
+                break
+            if src.op_type not in _AGNOSTIC_ONNX:
+                return []
+            tensor = src.input[0]
+        else:
+            return []
+    return found
 
 
 def prune_qdq(model: Any, int8_nodes: set[str]) -> int:
@@ -99,13 +130,16 @@ def export_qdq_onnx(model_path: Path | None, config: Config,
         from caloforge.quant.params import nncf_arguments
 
         proto = onnx.load(str(model_path))
-        names = [node.name for node in proto.graph.node]
-        ignored, unmapped = [], []
+        unmapped, int8_nodes = [], set()
         for layer, precision in config.precisions.items():
-            if precision == INT8:
-                continue
-            node = onnx_node_for(layer, names)
-            (ignored if node else unmapped).append(node or layer)
+            nodes = onnx_nodes_for(layer, proto.graph)
+            if not nodes:
+                unmapped.append(layer)
+            elif precision == INT8:
+                int8_nodes.update(nodes)
+        # every other layer stays float (non-INT8 layers and any the tuning left out)
+        ignored = [n.name for n in proto.graph.node
+                   if n.op_type in _TUNED_ONNX and n.name not in int8_nodes]
         if unmapped:
             return None, f"not written: no ONNX node for layer(s) {unmapped}"
         quantized = nncf.quantize(
@@ -113,8 +147,7 @@ def export_qdq_onnx(model_path: Path | None, config: Config,
             ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
             **nncf_arguments(config.params),
         )
-        int8_nodes = {onnx_node_for(layer, names) for layer in config.layers_in(INT8)}
-        prune_qdq(quantized, {n for n in int8_nodes if n})
+        prune_qdq(quantized, int8_nodes)
         with atomic_path(output) as tmp:
             onnx.save(quantized, str(tmp))
     except Exception as exc:  # NNCF/ONNX failures must not lose the tuned IR

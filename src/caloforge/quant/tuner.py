@@ -477,6 +477,7 @@ def tune(model: str | os.PathLike[str] | ov.Model,
          compile_config: Mapping[str, Any] | None = None,
          confirm_top: int = 4,
          export_qdq: bool = True,
+         qdq_source: str | os.PathLike[str] | None = None,
          report: bool = True,
          model_sha256: str | None = None,
          progress: Callable[[str], None] | None = None) -> TuningResult:
@@ -511,6 +512,8 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     latency_time_s: minimum timing per latency measurement (>= 5 runs in any case).
     confirm_top: at the end, re-time this many of the fastest passing candidates and FP32 in
         rotation (same process, interleaved, medians) and re-pick the fastest (0: skip).
+    qdq_source: the ONNX file ``model`` was made from, for the QDQ ONNX export when ``model`` is
+        an in-memory (e.g. rewritten) ``ov.Model``; layers are mapped back to its nodes by name.
     model_sha256: identity of an in-memory ``model`` recorded in the history (e.g. the source
         file's checksum plus the rewrite applied), so ``resume`` can detect a changed model.
     """
@@ -646,8 +649,9 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     if export_qdq and loop.best is not None:
         from caloforge.quant.qdq import export_qdq_onnx
 
+        source = Path(qdq_source) if qdq_source is not None else model_path
         result.qdq_onnx_path, result.qdq_status = export_qdq_onnx(
-            model_path, loop.best.config, calibration, out / "model_qdq.onnx")
+            source, loop.best.config, calibration, out / "model_qdq.onnx")
     if report:
         from caloforge.quant.report import write_report
 
