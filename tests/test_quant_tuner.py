@@ -143,6 +143,8 @@ def test_outputs_report_and_qdq(synth, tmp_path):
         assert (out / name).is_file(), name
     text = (out / "report.md").read_text()
     assert "Per-layer precision" in text and HOSTILE in text and "FLOPs" in text
+    # every default parameter set was tried for all-INT8 (none passes: conv2 is hostile)
+    assert "sets tried: `performance/minmax`, `performance/histogram`, `mixed/minmax`" in text
     flops = {layer.name: layer.flops for layer in result.layers}  # conv2 is ~60% of the FLOPs
     expected = sum(flops[n] for n in OTHERS) / sum(flops.values())
     assert result.best.int8_share == pytest.approx(expected) and 0.3 < expected < 0.5

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from caloforge.atomic import atomic_path, write_text
 from caloforge.quant.config import BF16, FP32, INT8
+from caloforge.quant.params import describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from caloforge.quant.tuner import TuningResult
@@ -48,6 +49,11 @@ def render_markdown(result: TuningResult, png_name: str = "report.png") -> str:
     if best is not None and best.int8_share is not None:
         lines.append(f"- Share of the network's FLOPs (conv/matmul layers) running INT8 "
                      f"(runtime graph): {best.int8_share:.1%}")
+    if best is not None:
+        tried = list(dict.fromkeys(describe(t.config.params) for t in result.trials))
+        lines.append(f"- Quantization parameters (preset/activation range): "
+                     f"`{describe(best.config.params)}`; sets tried: "
+                     + ", ".join(f"`{t}`" for t in tried))
     lines.append(f"- Model: `{result.model_path.name if result.model_path else '–'}`; "
                  f"QDQ ONNX: {result.qdq_status or 'not requested'}")
     lines += ["", f"![metric vs latency and precision map]({png_name})", ""]
