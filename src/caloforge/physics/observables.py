@@ -47,7 +47,9 @@ PROFILE_FEATURES = ("profile_x", "profile_y", "profile_z")
 AXES = ("x", "y", "z")
 
 
-def _check_images(images: np.ndarray, energies: np.ndarray, what: str = "showers") -> tuple[np.ndarray, np.ndarray]:
+def check_images(images: np.ndarray, energies: np.ndarray, what: str = "showers") -> tuple[np.ndarray, np.ndarray]:
+    """``(images float32 (N, X, Y, Z), energies float64 (N,))``, or a :class:`UserError` naming
+    ``what`` when the shapes do not fit."""
     images = np.asarray(images)
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
     if images.ndim != 4:
@@ -159,7 +161,7 @@ def event_features(
 
     ``images`` (N, X, Y, Z) GeV, ``energies`` (N,) primary energies in GeV.
     """
-    images, energies = _check_images(images, energies)
+    images, energies = check_images(images, energies)
     n, nx, ny, nz = images.shape
     p_x, p_y, p_z, e_xz, e_yz = profiles(images)
     cols: dict[str, np.ndarray] = {"e_primary": energies}

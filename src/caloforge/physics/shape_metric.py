@@ -39,7 +39,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from caloforge.errors import UserError
-from caloforge.physics.observables import AXES, FeatureTable, moments_from_profiles, profiles
+from caloforge.physics.observables import (
+    AXES,
+    FeatureTable,
+    check_images,
+    moments_from_profiles,
+    profiles,
+)
 
 #: Energy-bin centres in GeV (``None`` = all events), as in the 3DGAN analysis.
 DEFAULT_BINS: tuple[float | None, ...] = (None, 50.0, 100.0, 200.0, 250.0, 300.0, 400.0, 500.0)
@@ -76,14 +82,7 @@ def shape_sample(sample: object, what: str = "sample") -> ShapeSample:
         return ShapeSample(np.asarray(sample["e_primary"], dtype=np.float64),
                            (sample["profile_x"], sample["profile_y"], sample["profile_z"]))
     if isinstance(sample, tuple | list) and len(sample) == 2:
-        images = np.asarray(sample[0])
-        energies = np.asarray(sample[1], dtype=np.float64).reshape(-1)
-        if images.ndim != 4:
-            raise UserError(f"{what}: images have shape {images.shape}, expected (N, X, Y, Z)")
-        if images.shape[0] != energies.shape[0]:
-            raise UserError(f"{what}: {images.shape[0]} images but {energies.shape[0]} energies")
-        if images.dtype != np.float32:
-            images = images.astype(np.float32)
+        images, energies = check_images(sample[0], sample[1], what)
         p_x, p_y, p_z, _, _ = profiles(images)
         return ShapeSample(energies, (p_x, p_y, p_z))
     raise TypeError(f"{what}: expected (images, energies), FeatureTable or ShapeSample, "
