@@ -52,9 +52,16 @@ def _export_model(path):
             x = torch.relu(self.c3(x))
             return self.fc(x.flatten(1))
 
+    return _onnx_export(Tiny(), (2, 1, 8, 8, 8), path)
+
+
+def _onnx_export(module, input_shape, path):
+    """Export ``module`` (input ``x``, output ``y``, dynamic batch) to ONNX at ``path``."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Tiny().eval(), (torch.randn(2, 1, 8, 8, 8),), str(path),
+        torch.onnx.export(module.eval(), (torch.randn(*input_shape),), str(path),
                           input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
     return path
@@ -319,11 +326,7 @@ def test_range_estimator_search_keeps_rare_large_activations(tmp_path):
         def forward(self, x):
             return self.c2(torch.nn.functional.leaky_relu(self.c1(x), 0.2))
 
-    path = tmp_path / "rare.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Net().eval(), (torch.randn(1, 1, 8, 8, 8),), str(path), input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+    path = _onnx_export(Net(), (1, 1, 8, 8, 8), tmp_path / "rare.onnx")
     rng = np.random.default_rng(3)
     scales = np.ones(10, np.float32)
     scales[0] = 40.0  # one calibration sample in ten is a "high-energy" one

@@ -182,7 +182,8 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
     rounds = rounds or (3 if quick else 5)
     sample_seconds = sample_seconds or (0.25 if quick else 0.6)
     physics_events = physics_events or (100 if quick else 400)
-    cfgs = _configs(batches, precisions)
+    labels = precisions + ((TUNED,) if tuned is not None else ())  # OpenVINO rows to time
+    cfgs = _configs(batches, labels)
     ovb = get_backend("openvino")
     loaded = ovb.load(model)
     tuned_loaded = None
@@ -191,8 +192,6 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
 
         tuned_loaded = ovb.load(tuned)
         tuned_precision = "int8" if is_quantized(tuned_loaded.model) else "fp32"
-        cfgs += [BenchConfig("openvino", TUNED, c.streams, c.threads, c.batch)
-                 for c in cfgs if c.runtime == "openvino" and c.precision == precisions[0]]
     t_q = time.perf_counter()
     from caloforge.runtime.openvino_backend import Calibration, quantize_int8
 
@@ -243,7 +242,7 @@ def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None,
         row["vs_torch_fp32_best"] = row["median"] / summary["torch_fp32_best"]["median"]
         row["vs_openvino_fp32_best"] = row["median"] / summary["openvino_fp32_best"]["median"]
     phys_gens = {"torch-fp32": gens[f"torch-fp32 1x{cpu_count()} b{batches[-1]}"]}
-    for p in precisions + ((TUNED,) if tuned is not None else ()):
+    for p in labels:
         phys_gens[f"openvino-{p}"] = gens[f"openvino-{p} 1x{cpu_count()} b{batches[-1]}"]
     physics = _physics(phys_gens, physics_events, 2026, log)
     best_key = summary["best_caloforge"]["key"]

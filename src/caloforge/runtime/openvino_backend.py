@@ -113,8 +113,6 @@ def quantize_int8(model: Any, calibration: Calibration | None = None,
     shower-prior arithmetic (powers, divisions, products) and other elementwise ops are removed
     (the tuner's rule, :func:`caloforge.quant.build.apply_precisions`): 8 bits there cost 11%
     of the shower energy at 100 GeV and gain nothing (those ops have no INT8 kernel)."""
-    import logging
-
     import nncf
 
     if isinstance(model, LoadedModel):
@@ -124,9 +122,8 @@ def quantize_int8(model: Any, calibration: Calibration | None = None,
     cal = calibration or Calibration()
     if optimize:
         model = optimize_model(model)[0]
-    from caloforge.quant.params import nncf_arguments
+    from caloforge.quant.params import nncf_arguments  # also quiets NNCF's logging
 
-    nncf.set_log_level(logging.ERROR)
     kwargs: dict[str, Any] = {"subset_size": cal.samples,
                               **nncf_arguments({"preset": cal.preset, "range": cal.range_estimator}),
                               **nncf_options}

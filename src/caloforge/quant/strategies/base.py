@@ -161,4 +161,4 @@ class Strategy:
 
 
 def _slack(outcome: Outcome) -> float:
-    return outcome.slack if outcome.slack is not None and outcome.slack == outcome.slack else float("-inf")
+    return outcome.slack if outcome.slack is not None else float("-inf")
