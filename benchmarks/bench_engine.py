@@ -1,9 +1,12 @@
 """Inference engine benchmark (the same run as ``caloforge bench``), plus per-layer profiles.
 
     python benchmarks/bench_engine.py [--quick] [--out benchmarks/results] [--profile]
+        [--threads 1] [--tuned tuned/model.xml]
 
 Writes ``bench_engine.json``, ``bench_engine.png`` and, with ``--profile``, the OpenVINO
-per-layer times and runtime precisions (``profile.json``) of FP32 and INT8 at batch 32.
+per-layer times and runtime precisions (``profile.json``) of FP32, BF16 and INT8 (and the tuned
+model) at batch 32 with ``--threads`` threads. ``--tuned``: also time (and profile) a model
+written by ``caloforge quantize``.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import warnings
 from pathlib import Path
 
 
-def profile_layers(batch: int = 32) -> dict:
+def profile_layers(batch: int = 32, threads: int = 1, tuned: str | None = None) -> dict:
     from caloforge.runtime import ExecConfig, get_backend, runtime_precisions
 
     ov = get_backend("openvino")
     out = {}
-    for p in ("fp32", "bf16", "int8"):
-        gen = ov.compile(None, p, ExecConfig(1, 1, batch), perf_count=True)
+    models = [(p, None, p) for p in ("fp32", "bf16", "int8")]
+    if tuned is not None:
+        models.append(("tuned", tuned, "int8"))
+    for label, model, p in models:
+        gen = ov.compile(model, p, ExecConfig(1, threads, batch), perf_count=True)
         rows = gen.profile(batches=5)
         total = sum(r["time_ms"] for r in rows)
-        out[p] = {"batch": batch, "total_ms": total, "layers": rows[:12],
-                  "runtime_precisions": runtime_precisions(gen.compiled)}
-        print(f"-- {p}: {total:.1f} ms per batch of {batch} (1 thread)")
+        out[label] = {"batch": batch, "threads": threads, "total_ms": total, "layers": rows[:12],
+                      "runtime_precisions": runtime_precisions(gen.compiled)}
+        print(f"-- {label}: {total:.1f} ms per batch of {batch} ({threads} thread(s))")
         for r in rows[:8]:
             print(f"   {r['time_ms']:8.2f} ms {100 * r['time_ms'] / total:5.1f}%  "
                   f"{r['type']:<14} {r['kernel']:<26} {r['name']}")
@@ -38,6 +44,8 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--profile", action="store_true", help="also write per-layer profiles")
     ap.add_argument("--no-bench", action="store_true", help="profiles only")
+    ap.add_argument("--threads", type=int, default=1, help="threads of the profiles (default 1)")
+    ap.add_argument("--tuned", help="a tuned model (caloforge quantize's model.xml) to add")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,12 +53,12 @@ def main() -> int:
 
     warnings.simplefilter("ignore")
     if args.profile:
-        write_json(out / "profile.json", profile_layers())
+        write_json(out / "profile.json", profile_layers(threads=args.threads, tuned=args.tuned))
     if not args.no_bench:
         from caloforge.runtime.bench import format_table, plot, run_bench
 
-        report = run_bench(args.quick, log=lambda s: print(f"[bench] {s}", file=sys.stderr,
-                                                           flush=True))
+        report = run_bench(args.quick, tuned=args.tuned,
+                           log=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
         print(format_table(report))
         write_json(out / "bench_engine.json", report)
         plot(report, out / "bench_engine.png")
