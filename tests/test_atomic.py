@@ -66,3 +66,33 @@ def test_temp_file_creation_failure_is_a_user_error(tmp_path: Path, monkeypatch:
     with pytest.raises(UserError, match=r"x\.txt: cannot write \(Permission denied\)"):
         write_text(tmp_path / "x.txt", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- stale temporaries
+def _dead_pid() -> int:
+    """A pid no process has: a child that has already exited and been reaped."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_files_of_dead_writers_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import socket
+
+    host = socket.gethostname()
+    target = tmp_path / "out.h5"
+    dead = tmp_path / f".out.h5.{host}-{_dead_pid()}.abc123.h5.tmp"      # kill -9 of a writer
+    alive = tmp_path / f".out.h5.{host}-{os.getpid()}.def456.h5.tmp"     # a writer still running
+    other_host = tmp_path / f".out.h5.elsewhere-{_dead_pid()}.x1.h5.tmp"  # shared FS: not ours
+    other_file = tmp_path / f".other.h5.{host}-{_dead_pid()}.x2.h5.tmp"   # another output's
+    for p in (dead, alive, other_host, other_file):
+        p.write_bytes(b"x" * 100)
+    with atomic_path(target, suffix=".h5") as tmp:
+        assert tmp.name.startswith(f".out.h5.{host}-{os.getpid()}.")  # the owner is in the name
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert not dead.exists()
+    assert alive.exists() and other_host.exists() and other_file.exists()

@@ -3,6 +3,10 @@
 A crash (or Ctrl-C, or kill -9) while writing leaves the previous file, or no file, never a
 half-written one. The temporary file lives in the target's directory so the final
 ``os.replace`` is a rename on the same file system (atomic on POSIX).
+
+Temporary files are named ``.NAME.HOST-PID.XXXXXX.SUFFIX.tmp``: a writer killed with SIGKILL
+cannot remove its own, so the next write of ``NAME`` removes those whose owning process (on this
+host) no longer exists.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +23,9 @@ from typing import Any
 from caloforge.errors import UserError
 
 
-def _check_parent(path: Path) -> None:
+def check_parent(path: Path) -> None:
+    """Raise :class:`UserError` unless ``path`` can be written as a file (its directory exists, is
+    a writable directory, and ``path`` is not a directory)."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise UserError(f"{path}: output directory {parent} does not exist")
@@ -37,10 +44,11 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
-    _check_parent(target)
+    check_parent(target)
     sfx = suffix if suffix is not None else target.suffix
+    remove_dead_temporaries(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{sfx}.tmp",
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_owner()}.", suffix=f"{sfx}.tmp",
                                         dir=target.parent if str(target.parent) else ".")
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
@@ -55,6 +63,39 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_dead_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers on this host that no longer run."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    prefix = f".{target.name}.{socket.gethostname()}-"
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _umask() -> int:
