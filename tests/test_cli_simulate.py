@@ -66,7 +66,10 @@ def test_simulate_calochallenge_range(tmp_path, capsys):
 ])
 def test_simulate_bad_input(tmp_path, capsys, args, needle):
     out = tmp_path / "bad.h5"
-    rc = main(["simulate", *args, "-o", str(out), "--no-progress"])
+    try:
+        rc = main(["simulate", *args, "-o", str(out), "--no-progress"])
+    except SystemExit as exc:  # argparse type errors (--seed)
+        rc = exc.code
     assert rc == 2
     _one_line_error(capsys, needle)
     assert list(tmp_path.iterdir()) == []

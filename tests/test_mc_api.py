@@ -129,3 +129,27 @@ def test_entry_smear():
     assert 0.8 < centroid_sd(smeared) < 1.5
     with pytest.raises(UserError, match="entry_smear_mm"):
         simulate(e[:1], entry_smear_mm=-1.0)
+
+
+def test_seed_outside_the_64_bit_range_is_a_user_error(tmp_path):
+    for seed in (2**64, -1, 1.5):
+        with pytest.raises(UserError, match=r"seed: expected an integer in 0\.\.2\*\*64-1"):
+            simulate_to_file(tmp_path / "x.h5", 2, energies=np.array([50.0]), seed=seed,
+                             progress=False)
+        with pytest.raises(UserError, match="seed"):
+            sample_energies(2, (5.0, 60.0), seed=seed)
+    assert list(tmp_path.iterdir()) == []
+    simulate_to_file(tmp_path / "x.h5", 1, energies=np.array([50.0]), seed=2**64 - 1,
+                     progress=False)
+
+
+def test_more_events_than_the_memory_holds_are_refused_before_allocating(tmp_path):
+    from caloforge.resources import memory_bytes
+
+    n = memory_bytes() // (25**3 * 4) + 1  # float32 images alone exceed the memory
+    with pytest.raises(UserError, match="exceed the machine's memory"):
+        simulate_to_file(tmp_path / "x.h5", n, energies=np.array([50.0]), chunk_size=n,
+                         progress=False)
+    with pytest.raises(UserError, match="exceed the machine's memory"):
+        simulate(np.broadcast_to(50.0, (n,)), seed=1)
+    assert list(tmp_path.iterdir()) == []

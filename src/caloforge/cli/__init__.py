@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from caloforge import __version__
+from caloforge.cli._common import OneLineParser, stdout_closed
 from caloforge.errors import CaloforgeError
 
 # Sub-command modules, in the order they appear in --help (pipeline order).
@@ -31,7 +32,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="caloforge",
         description="Calorimeter shower simulation: Monte Carlo, GAN, validation, INT8 tuning.",
     )
@@ -55,7 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:
+        return stdout_closed()
     except CaloforgeError as exc:
         print(f"caloforge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

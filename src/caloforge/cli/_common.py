@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import sys
+from typing import NoReturn
 
 import numpy as np
 
 from caloforge.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``caloforge simulate: error: ...``) and exit
+    code 2, without the usage block. Sub-parsers inherit it (``add_subparsers`` uses the parent's
+    class)."""
+
+    _REWRITES = ((re.compile(r"invalid int value: (.*)"), r"expected an integer, got \1"),
+                 (re.compile(r"invalid float value: (.*)"), r"expected a number, got \1"))
+
+    def error(self, message: str) -> NoReturn:
+        for pattern, repl in self._REWRITES:
+            message = pattern.sub(repl, message)
+        message = " ".join(message.split())  # argparse wraps some messages over lines
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_energies(text: str) -> np.ndarray:
@@ -49,3 +68,61 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+#: Seeds are unsigned 64-bit integers (NumPy SeedSequence words; HDF5 attributes hold them).
+SEED_MAX = 2**64 - 1
+
+
+def seed_int(text: str) -> int:
+    """argparse type of ``--seed``: an integer in 0..2**64-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..2**64-1, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..2**64-1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def fraction_below(upper: float):  # type: ignore[no-untyped-def]
+    """argparse type: a number in [0, upper)."""
+
+    def parse(text: str) -> float:
+        value = _float(text)
+        if not 0 <= value < upper:
+            raise argparse.ArgumentTypeError(f"must be in [0, {upper:g}), got {text}")
+        return value
+
+    return parse
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def stdout_closed() -> int:
+    """After a BrokenPipeError on stdout (``caloforge info f | head``): point stdout at devnull
+    so the interpreter's final flush does not fail too, and return exit code 1 (Python docs,
+    "Note on SIGPIPE")."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (tests)
+        pass
+    finally:
+        os.close(devnull)
+    return 1

@@ -6,7 +6,13 @@ import argparse
 import sys
 import warnings
 
-from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range, positive_int
+from caloforge.cli._common import (
+    add_energy_arguments,
+    parse_energies,
+    parse_range,
+    positive_int,
+    seed_int,
+)
 from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
 
@@ -40,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="threads per stream (default: cores / "
                                                          "streams)")
     p.add_argument("--batch-size", type=positive_int, help="events per inference request")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (0..2**64-1; default 0)")
     p.add_argument("--compression", type=int, default=None, choices=range(0, 10),
                    metavar="0-9", help="gzip level of the output (default 1)")
     p.add_argument("-o", "--output", required=True,

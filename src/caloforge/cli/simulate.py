@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range
+from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range, seed_int
 from caloforge.errors import UserError
 from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n-events", "-n", type=int, required=True, help="number of showers (> 0)")
     add_energy_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (>= 0; default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (0..2**64-1; default 0)")
     p.add_argument("--output", "-o", required=True,
                    help="output HDF5 file (a production directory with --workers/--scheduler/--shard-size)")
     p.add_argument("--layout", choices=("3dgan", "calochallenge"), default="3dgan",

@@ -24,6 +24,7 @@ import numpy as np
 from caloforge.detector import Calorimeter, clic_ecal
 from caloforge.errors import UserError
 from caloforge.mc.gflash import ENERGY_STREAM, _Medium, event_rng, simulate_event
+from caloforge.resources import check_memory
 
 #: Primary energies (GeV) for which the GFlash parametrisation is used and validated. Below ~1 GeV
 #: the fitted widths diverge (ln y -> 2); above 1 TeV the fits are extrapolated.
@@ -54,10 +55,23 @@ def check_energies(energies: Any, what: str = "energies") -> np.ndarray:
     return e
 
 
+#: Largest seed: seeds are unsigned 64-bit words (SeedSequence entropy, HDF5 attribute).
+SEED_MAX = 2**64 - 1
+
+
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise UserError(f"seed: expected a non-negative integer, got {seed!r}")
+    if (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+            or not 0 <= int(seed) <= SEED_MAX):
+        raise UserError(f"seed: expected an integer in 0..2**64-1, got {seed!r}")
     return int(seed)
+
+
+def _bytes_per_event(det: Calorimeter, bookkeeping: bool) -> int:
+    """Bytes :func:`simulate` holds per event: the float32 image, float64 bookkeeping."""
+    cells = 1
+    for g in det.grid:
+        cells *= int(g)
+    return 4 * cells + 8 * (8 + (det.n_layers if bookkeeping else 0))
 
 
 def _medium(det: Calorimeter) -> _Medium:
@@ -107,6 +121,8 @@ def simulate(
     med = _medium(det)
     n = e.size
     grid = det.grid
+    check_memory(_bytes_per_event(det, bool(options.get("return_bookkeeping", False))) * n,
+                 f"simulate {n} events at once")
     images = np.empty((n, *grid), dtype=np.float32)
     flat = images.reshape(n, int(np.prod(grid)))
     want_book = bool(options.get("return_bookkeeping", False))
@@ -197,6 +213,9 @@ def simulate_to_file(
         raise UserError(f"{path}: chunk size must be positive, got {chunk_size}")
     seed = _check_seed(seed)
     det = detector if detector is not None else clic_ecal()
+    block = min(chunk_size, n_events)
+    # images + the writer's float32 copy + energies, per block
+    check_memory(block * (2 * _bytes_per_event(det, False) + 16), f"{path}: chunk size {block}")
     # validate the energy specification before creating anything
     sample_energies(1, energy_range=energy_range, energies=energies, seed=seed)
     if energies is not None:
