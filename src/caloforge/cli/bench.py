@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from caloforge.cli._common import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also time a tuned model (caloforge quantize's model.xml) at the same "
                         "batches and layouts, and print its speed-up over FP32")
     p.add_argument("--batches", help="comma-separated batch sizes (default 1,32,128; quick 1,32)")
-    p.add_argument("--rounds", type=int, help="timing rounds (default 5; quick 3)")
+    p.add_argument("--rounds", type=positive_int, help="timing rounds (default 5; quick 3)")
     p.add_argument("--no-mc", action="store_true", help="skip the MC timing")
     p.add_argument("--json", default="bench.json", help="output JSON (default bench.json)")
     p.add_argument("--plot", default="bench.png", help="output bar chart (default bench.png)")
@@ -35,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.tuned is not None and not Path(args.tuned).is_file():
         raise UserError(f"{args.tuned}: no such model file")
+    from caloforge.iocheck import check_io
+
+    check_io(inputs=[args.model, args.tuned], files={args.json: "json", args.plot: "png"})
     batches = None
     if args.batches:
         try:

@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from caloforge.demo import run_demo
+    from caloforge.iocheck import check_io
 
+    check_io(dirs={args.output: ()})  # the demo reads no user file
     overrides = {}
     if args.tune_timeout is not None:
         overrides["tune_timeout_s"] = args.tune_timeout

@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caloforge.gan.shipped import DEFAULT_DIR, ONNX_NAME, WEIGHTS_NAME
+    from caloforge.iocheck import check_io
     from caloforge.runtime.generate import (
         DEFAULT_COMPRESSION,
         check_energies,
@@ -66,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         trained_range,
     )
 
+    # never write over the model (a tuned model.xml brings its model.bin)
+    models = [args.model] if args.model else [DEFAULT_DIR / ONNX_NAME, DEFAULT_DIR / WEIGHTS_NAME]
+    if wants_scale(args):
+        check_io(inputs=models, dirs={args.output: ("manifest.json", "shards")})
+    else:
+        check_io(inputs=models, files={args.output: "hdf5"})
     energies = parse_energies(args.energies) if args.energies else None
     energy_range = None if energies is not None else parse_range(args.energy_range)
     # Refuse bad energies before compiling (compiling int8 / probing streams takes seconds).

@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     strategy = args.strategy or DEFAULT_STRATEGY
     if strategy not in available():
         raise UserError(f"--strategy {strategy!r}: choose from {', '.join(available())}")
+    from caloforge.iocheck import check_io
+
+    check_io(inputs=[args.model, args.reference],
+             dirs={args.output: ("model.xml", "model.bin", "model_qdq.onnx", "history.jsonl",
+                                 "report.*", "result.json", "best.json")})
     if args.model is None:
         from caloforge.gan.shipped import default_onnx_path
 

@@ -7,6 +7,7 @@ import sys
 
 from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range, seed_int
 from caloforge.errors import UserError
+from caloforge.iocheck import check_io
 from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
 
@@ -44,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     energies = parse_energies(args.energies) if args.energies else None
     energy_range = None if energies is not None else parse_range(args.energy_range)
     progress = not args.no_progress and sys.stderr.isatty()
+    if wants_scale(args):
+        check_io(dirs={args.output: ("manifest.json", "shards")})
+    else:
+        check_io(files={args.output: "hdf5"})
     if wants_scale(args):
         return produce_from_args(args, "mc", n_events=args.n_events, out=args.output, seed=args.seed,
                                  energies=energies, energy_range=energy_range, layout=args.layout,

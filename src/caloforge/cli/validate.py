@@ -33,8 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caloforge.iocheck import check_io
     from caloforge.physics.validate import validate
 
+    check_io(inputs=[args.reference, args.candidate, args.floor],
+             dirs={args.output: ("metrics.json", "report.md", "*.png")})
     res = validate(args.reference, args.candidate, args.output, floor_path=args.floor,
                    max_events=args.max_events, hit_threshold=args.hit_threshold, seed=args.seed,
                    classifier=not args.no_classifier, plots=not args.no_plots,
