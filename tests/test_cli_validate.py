@@ -31,35 +31,88 @@ def test_cli_writes_everything(files, tmp_path, capsys) -> None:
     ref, cand, floor, _ = files
     out = tmp_path / "report"
     rc = main(["validate", "--reference", str(ref), "--candidate", str(cand), "--floor", str(floor),
-               "--output", str(out), "--quiet"])
+               "--output", str(out)])
     assert rc == 0
     names = {p.name for p in out.iterdir()}
     assert {"metrics.json", "report.md", "longitudinal_profile.png", "transverse_profiles.png",
-            "response.png", "moments.png", "cell_spectrum.png", "hit_multiplicity.png"} <= names
+            "response.png", "moments.png", "cell_spectrum.png", "hit_multiplicity.png",
+            "energy_scan.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     text = (out / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     m = json.loads(text)
     c, f = m["candidate_vs_reference"], m["floor_vs_reference"]
+    assert m["floor_source"] == {"kind": "file", "path": str(floor)}
     assert c["shape_metric"] > 3 * f["shape_metric"]
     assert c["sep_power_mean"] > f["sep_power_mean"]
     assert c["classifier_auc"] > f["classifier_auc"]
+    # the candidate is the reference one layer deeper: the shower maximum moves by one layer
+    assert c["scan_shower_max"] == pytest.approx(1.0, abs=0.05)
+    v = m["verdict"]
+    assert v["level"] == "incompatible" and "classifier_auc" in v["far"]
+    rows = {r["key"]: r for r in v["rows"]}
+    assert rows["sep_power_mean"]["ratio"] == pytest.approx(c["sep_power_mean"] / f["sep_power_mean"])
     report = (out / "report.md").read_text()
     assert "![Longitudinal profile](longitudinal_profile.png)" in report
-    assert "floor (ref. vs ref.)" in report and "3DGAN shape metric" in report
+    assert "floor (ref. vs indep. ref.)" in report and "3DGAN shape metric" in report
+    assert f"**Verdict: {v['line']}.**" in report and "Δ shower max" in report
+    printed = capsys.readouterr().out
+    assert f"verdict: {v['line']}" in printed and "ratio" in printed.splitlines()[0]
 
 
 def test_cli_identical_and_max_events(files, tmp_path, capsys) -> None:
-    ref = files[0]
+    ref, _, floor_file, _ = files
     out = tmp_path / "same"
     rc = main(["validate", "--reference", str(ref), "--candidate", str(ref), "--output", str(out),
                "--max-events", "60", "--no-plots", "--no-classifier"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["n_events"] == {"reference": 60, "candidate": 60}
+    assert m["n_events"] == {"reference": 60, "candidate": 60, "floor": 60}
     assert m["candidate_vs_reference"]["shape_metric"] == 0.0
     assert m["candidate_vs_reference"]["sep_power_mean"] == 0.0
-    assert "3DGAN metric 0" in capsys.readouterr().out
+    assert m["verdict"]["level"] == "compatible"
+    # no --floor, MC reference (seed 7): the floor is the MC at the same energies, seed 8 -- the
+    # same showers as the fixture's independent file made with simulate(energies, seed=8)
+    assert m["floor_source"]["kind"] == "simulated" and m["floor_source"]["seed"] == 8
+    out2 = tmp_path / "file_floor"
+    assert main(["validate", "--reference", str(ref), "--candidate", str(ref), "--output",
+                 str(out2), "--max-events", "60", "--no-plots", "--no-classifier", "--quiet",
+                 "--floor", str(floor_file)]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    for k in ("shape_metric", "sep_power_mean", "scan_response", "scan_hits"):
+        assert m["floor_vs_reference"][k] == m2["floor_vs_reference"][k]
+    assert "verdict: compatible with the MC" in capsys.readouterr().out
+
+
+def test_cli_no_floor_and_non_mc_reference(files, tmp_path, capsys) -> None:
+    ref, cand, _, _ = files
+    images, energies = read_showers(ref)
+    plain = tmp_path / "plain_ref.h5"                       # no generator attribute: not MC
+    write_showers(plain, images, energies)
+    thr_cand = tmp_path / "thr_cand.h5"
+    write_showers(thr_cand, np.where(images > 1e-4, images, 0), energies,
+                  attrs={"cell_threshold_gev": 1e-4})
+    out = tmp_path / "nofloor"
+    assert main(["validate", "--reference", str(plain), "--candidate", str(thr_cand), "--output",
+                 str(out), "--no-plots", "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert "floor_vs_reference" not in m and m["floor"] is None
+    assert any("not a caloforge MC file" in n for n in m["notes"])
+    # hits are counted above the candidate's threshold in both samples
+    assert m["scan_hit_threshold_gev"] == 1e-4
+    assert m["candidate_vs_reference"]["scan_hits"] == pytest.approx(0.0, abs=1e-12)
+    assert m["verdict"]["level"] in ("unknown", "incompatible")
+    assert main(["validate", "--reference", str(ref), "--candidate", str(cand), "--output",
+                 str(tmp_path / "nf2"), "--no-plots", "--quiet", "--no-floor"]) == 0
+    m = json.loads((tmp_path / "nf2" / "metrics.json").read_text())
+    # no floor, but the AUC of a shifted shower is > 0.75: never "compatible"
+    assert m["floor_source"] is None and m["verdict"]["level"] == "incompatible"
+    try:  # --floor and --no-floor exclude each other (an argparse error: exit code 2)
+        rc = main(["validate", "--reference", str(ref), "--candidate", str(cand), "--output",
+                   str(tmp_path / "nf3"), "--floor", str(ref), "--no-floor"])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2 and "--no-floor" in capsys.readouterr().err
 
 
 def test_cli_bad_input_exits_2(files, tmp_path, capsys) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli._common import positive_int
+from caloforge.cli._common import positive_int, seed_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,15 +12,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="physics validation of a shower file against a reference",
         description="Compare CANDIDATE showers with REFERENCE showers: the 3DGAN shape metric, "
-                    "separation powers, FPD/KPD and a classifier AUC; writes metrics.json, PNG "
-                    "plots and report.md into the output folder.",
+                    "separation powers, FPD/KPD, a classifier AUC and, per primary energy, the "
+                    "layer-calibrated response and resolution, hits and shower maximum; each "
+                    "next to its MC-vs-MC floor and their ratio, with a one-line verdict. Writes "
+                    "metrics.json, PNG plots and report.md into the output folder.",
     )
     p.add_argument("--reference", required=True, metavar="REF.h5", help="reference shower file")
     p.add_argument("--candidate", required=True, metavar="CAND.h5", help="candidate shower file")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--floor", metavar="REF2.h5",
-                   help="a second, independent reference sample: its metrics against REF are the "
-                        "statistical floor shown next to the candidate's")
+    fl = p.add_mutually_exclusive_group()
+    fl.add_argument("--floor", metavar="REF2.h5",
+                    help="a second, independent reference sample: its metrics against REF are the "
+                         "statistical floor shown next to the candidate's (default: for a "
+                         "caloforge MC reference, simulated here at REF's energies with another "
+                         "seed)")
+    fl.add_argument("--no-floor", action="store_true",
+                    help="do not simulate a floor when --floor is not given (no ratios, no verdict)")
+    p.add_argument("--floor-seed", type=seed_int, metavar="N",
+                   help="seed of the simulated floor (default: REF's seed + 1, skipping "
+                        "CANDIDATE's seed)")
     p.add_argument("--max-events", type=positive_int, metavar="N",
                    help="use only the first N events of each file")
     p.add_argument("--hit-threshold", type=float, default=3e-4, metavar="GEV",
@@ -41,17 +51,21 @@ def run(args: argparse.Namespace) -> int:
     res = validate(args.reference, args.candidate, args.output, floor_path=args.floor,
                    max_events=args.max_events, hit_threshold=args.hit_threshold, seed=args.seed,
                    classifier=not args.no_classifier, plots=not args.no_plots,
-                   progress=not args.quiet)
+                   progress=not args.quiet, simulate_floor=not args.no_floor,
+                   floor_seed=args.floor_seed)
     if not args.quiet:
-        c = res["candidate_vs_reference"]
-        f = res.get("floor_vs_reference") or {}
-
-        def show(key: str) -> str:
-            v, fv = c.get(key), f.get(key)
-            s = "-" if v is None else f"{v:.4g}"
-            return s + ("" if not f else f" (floor {'-' if fv is None else f'{fv:.4g}'})")
-
-        print(f"3DGAN metric {show('shape_metric')}, mean separation power "
-              f"{show('sep_power_mean')}, FPD {show('fpd')}, AUC {show('classifier_auc')}")
+        has_floor = res.get("floor_vs_reference") is not None
+        print(f"{'metric':<54} {'candidate':>11}" + (f" {'floor':>11} {'ratio':>8}" if has_floor else ""))
+        for r in res["verdict"]["rows"]:
+            line = f"{r['label']:<54} {_num(r['value']):>11}"
+            if has_floor:
+                far = "  far" if r["far"] else ""
+                line += f" {_num(r['floor']):>11} {_num(r['ratio']):>8}{far}"
+            print(line)
+        print(f"verdict: {res['verdict']['line']}")
         print(f"wrote {args.output}/metrics.json, report.md and plots")
     return 0
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"

@@ -189,11 +189,15 @@ def kpd(x: np.ndarray, y: np.ndarray, block_size: int = 1000, n_blocks: int = 10
     """Unbiased MMD^2 with the cubic polynomial kernel, averaged over random blocks.
 
     Each of ``n_blocks`` estimates uses ``block_size`` events drawn without replacement from each
-    sample. Returns ``{"value": mean, "error": standard error of the mean, "block_size"}``.
-    Can be slightly negative for identical distributions (unbiased estimator).
+    sample; a sample smaller than ``2 * block_size`` gets blocks of half its size, so that the
+    blocks differ and their spread measures the error (blocks of the whole sample would all be
+    the same estimate, with a zero error). Returns ``{"value": mean, "error": standard error of
+    the mean, "block_size"}``. Can be slightly negative for identical distributions (unbiased
+    estimator).
     """
     rng = np.random.default_rng(seed)
-    b = min(block_size, len(x), len(y))
+    n_min = min(len(x), len(y))
+    b = block_size if n_min >= 2 * block_size else n_min // 2
     if b < 2:
         raise UserError("KPD: fewer than 2 events")
     vals = []
@@ -217,7 +221,7 @@ def classifier_auc(ref: np.ndarray, cand: np.ndarray, seed: int = 0, test_fracti
     At most ``max_events`` per sample are used (random, seeded). Trees need no feature scaling.
     ``n_threads`` caps the OpenMP threads of the trees (default 1: on a busy machine OpenMP
     threads spin-wait for each other and run 10-30x slower; ``None`` = library default).
-    Returns ``{"auc", "n_train", "n_test"}``.
+    Returns ``{"auc", "n_train", "n_test", "n_test_ref", "n_test_cand"}``.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
@@ -254,4 +258,5 @@ def classifier_auc(ref: np.ndarray, cand: np.ndarray, seed: int = 0, test_fracti
         clf.fit(xtr, ytr)
         prob = clf.predict_proba(xte)[:, 1]
     auc = float(roc_auc_score(yte, prob))
-    return {"auc": auc, "n_train": len(ytr), "n_test": len(yte)}
+    return {"auc": auc, "n_train": len(ytr), "n_test": len(yte), "n_test_ref": len(te_r),
+            "n_test_cand": len(te_c)}

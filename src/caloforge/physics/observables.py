@@ -27,6 +27,8 @@ from caloforge.errors import UserError
 
 #: Default cell threshold for the hit multiplicity, GeV (0.3 MeV).
 HIT_THRESHOLD_GEV = 3e-4
+#: Cell threshold of ``n_hits_scan`` (the per-energy hit count of the energy scan), GeV (10 keV).
+SCAN_HIT_THRESHOLD_GEV = 1e-5
 
 #: Scalar feature columns (one number per event), in table order.
 SCALAR_FEATURES = (
@@ -106,6 +108,7 @@ class FeatureTable:
     grid: tuple[int, int, int]
     hit_threshold: float = HIT_THRESHOLD_GEV
     extra: dict[str, object] = field(default_factory=dict)
+    scan_threshold: float = SCAN_HIT_THRESHOLD_GEV
 
     def __len__(self) -> int:
         return int(self.columns["e_primary"].shape[0])
@@ -120,7 +123,7 @@ class FeatureTable:
     def select(self, mask: np.ndarray) -> FeatureTable:
         """A table holding the events where ``mask`` (bool or index array) selects."""
         return FeatureTable({k: v[mask] for k, v in self.columns.items()}, self.grid,
-                            self.hit_threshold, dict(self.extra))
+                            self.hit_threshold, dict(self.extra), self.scan_threshold)
 
     @staticmethod
     def concatenate(tables: list[FeatureTable]) -> FeatureTable:
@@ -128,7 +131,8 @@ class FeatureTable:
             raise ValueError("no feature tables to concatenate")
         first = tables[0]
         cols = {k: np.concatenate([t.columns[k] for t in tables]) for k in first.columns}
-        return FeatureTable(cols, first.grid, first.hit_threshold, dict(first.extra))
+        return FeatureTable(cols, first.grid, first.hit_threshold, dict(first.extra),
+                            first.scan_threshold)
 
     def high_level(self, include_layers: bool = True) -> tuple[np.ndarray, list[str]]:
         """The matrix of high-level features used by separation power / FPD / KPD / classifier.
@@ -155,11 +159,14 @@ class FeatureTable:
 
 
 def event_features(
-    images: np.ndarray, energies: np.ndarray, hit_threshold: float = HIT_THRESHOLD_GEV
+    images: np.ndarray, energies: np.ndarray, hit_threshold: float = HIT_THRESHOLD_GEV,
+    scan_threshold: float = SCAN_HIT_THRESHOLD_GEV,
 ) -> FeatureTable:
     """Compute the per-event :class:`FeatureTable` of one block of showers.
 
-    ``images`` (N, X, Y, Z) GeV, ``energies`` (N,) primary energies in GeV.
+    ``images`` (N, X, Y, Z) GeV, ``energies`` (N,) primary energies in GeV. ``n_hits`` counts
+    cells above ``hit_threshold``, ``n_hits_scan`` (not a high-level feature; used by the energy
+    scan) cells above ``scan_threshold``.
     """
     images, energies = check_images(images, energies)
     n, nx, ny, nz = images.shape
@@ -177,6 +184,7 @@ def event_features(
     flat = images.reshape(n, -1)
     cols["n_hits"] = np.count_nonzero(flat > hit_threshold, axis=1).astype(np.float64)
     cols["sparsity"] = 1.0 - np.count_nonzero(flat, axis=1) / flat.shape[1]
+    cols["n_hits_scan"] = np.count_nonzero(flat > scan_threshold, axis=1).astype(np.float64)
     # per layer: energy, centre of energy and width in cell units about the grid centre
     e_layer = p_z.astype(np.float64)                        # (N, Z)
     safe = np.where(e_layer > 0, e_layer, 1.0)
@@ -194,7 +202,7 @@ def event_features(
     cols["profile_x"] = p_x.astype(np.float32, copy=False)
     cols["profile_y"] = p_y.astype(np.float32, copy=False)
     cols["profile_z"] = p_z.astype(np.float32, copy=False)
-    return FeatureTable(cols, (nx, ny, nz), hit_threshold)
+    return FeatureTable(cols, (nx, ny, nz), hit_threshold, scan_threshold=scan_threshold)
 
 
 # ---------------------------------------------------------------------------- accumulators
@@ -286,17 +294,28 @@ def features_from_file(
     hit_threshold: float = HIT_THRESHOLD_GEV,
     spectrum: LogHistogram | None = None,
     progress: bool = False,
+    scan_threshold: float = SCAN_HIT_THRESHOLD_GEV,
 ) -> FeatureTable:
     """Stream a shower file chunk by chunk into a :class:`FeatureTable`.
 
     Memory: one chunk of images plus ~1.5 kB of features per event (25^3 grid). If
     ``spectrum`` is given, every cell energy is also added to that histogram.
     """
-    tables = []
-    for img, en in iter_file(path, max_events, chunk_size, progress):
-        tables.append(event_features(img, en, hit_threshold))
-        if spectrum is not None:
-            spectrum.add(img)
-    table = FeatureTable.concatenate(tables)
+    table = features_from_chunks(iter_file(path, max_events, chunk_size, progress),
+                                 hit_threshold, spectrum, scan_threshold)
     table.extra["path"] = str(path)
     return table
+
+
+def features_from_chunks(chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+                         hit_threshold: float = HIT_THRESHOLD_GEV,
+                         spectrum: LogHistogram | None = None,
+                         scan_threshold: float = SCAN_HIT_THRESHOLD_GEV) -> FeatureTable:
+    """:func:`features_from_file` for any stream of ``(images, energies)`` blocks (e.g. showers
+    simulated on the fly)."""
+    tables = []
+    for img, en in chunks:
+        tables.append(event_features(img, en, hit_threshold, scan_threshold))
+        if spectrum is not None:
+            spectrum.add(img)
+    return FeatureTable.concatenate(tables)

@@ -213,10 +213,55 @@ def plot_spectrum(spectra: Mapping[str, LogHistogram], path: str | os.PathLike[s
     return _save(fig, path)
 
 
+_SCAN_PANELS = (("response", r"$\langle E_{cal} \rangle / E_{primary}$", r"$\Delta$ rel."),
+                ("resolution", r"$\sigma(E_{cal}) / \langle E_{cal} \rangle$", r"$\Delta$ rel."),
+                ("hits", "hits per shower", r"$\Delta$ rel."),
+                ("shower_max", "shower-max layer", r"$\Delta$ [layers]"))
+
+
+@_with_style
+def plot_energy_scan(scan: Mapping, path: str | os.PathLike[str]) -> Path:
+    """Per primary-energy bin: calibrated response, resolution, hits, shower maximum (top) and
+    each sample's difference to the reference with the issue-15 target band (bottom)."""
+    plt, _ = _plt()
+    fig = plt.figure(figsize=(20, 8))
+    gs = fig.add_gridspec(2, 4, height_ratios=(2, 1), hspace=0.05, wspace=0.3, left=0.05,
+                          right=0.99, top=0.97, bottom=0.1)
+    centres = np.asarray(scan["centres"], dtype=np.float64)
+    for j, (q, ylabel, dlabel) in enumerate(_SCAN_PANELS):
+        ax = fig.add_subplot(gs[0, j])
+        dax = fig.add_subplot(gs[1, j], sharex=ax)
+        for k, (label, rows) in enumerate(scan["bins"].items()):
+            st = _style(label)
+            shift = 1.0 + 0.02 * (k - 1)
+            ok = [i for i, r in enumerate(rows) if r.get(q) is not None and r["n"] >= scan["min_events"]]
+            if ok:
+                ax.errorbar(centres[ok] * shift, [rows[i][q] for i in ok],
+                            yerr=[rows[i][f"{q}_err"] for i in ok], label=label, color=st["color"],
+                            marker=st["marker"], linestyle="none", markersize=5, capsize=2)
+            d = [r for r in scan["diffs"].get(label, []) if f"d_{q}" in r]
+            if d:
+                dax.errorbar(np.array([r["energy"] for r in d]) * shift, [r[f"d_{q}"] for r in d],
+                             yerr=[r[f"d_{q}_err"] for r in d], color=st["color"],
+                             marker=st["marker"], linestyle="none", markersize=5, capsize=2)
+        t = scan["targets"][q]
+        dax.axhspan(-t, t, color="0.85", zorder=0)
+        dax.axhline(0.0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_ylabel(ylabel, fontsize=13)
+        dax.set_ylabel(dlabel + " to ref.", fontsize=12)
+        dax.set_xlabel(r"$E_{primary}$ [GeV]", fontsize=13)
+        ax.tick_params(labelbottom=False)
+        if j == 0:
+            ax.legend(fontsize=11)
+    return _save(fig, path)
+
+
 def plot_all(tables: Mapping[str, FeatureTable], spectra: Mapping[str, LogHistogram],
-             output_dir: str | os.PathLike[str]) -> dict[str, Path]:
+             output_dir: str | os.PathLike[str], scan: Mapping | None = None) -> dict[str, Path]:
     """Write every validation plot into ``output_dir``; returns ``{name: path}``."""
     out = Path(output_dir)
+    extra = {} if scan is None else {"energy_scan": plot_energy_scan(scan, out / "energy_scan.png")}
     return {
         "longitudinal": plot_longitudinal(tables, out / "longitudinal_profile.png"),
         "transverse": plot_transverse(tables, out / "transverse_profiles.png"),
@@ -224,4 +269,5 @@ def plot_all(tables: Mapping[str, FeatureTable], spectra: Mapping[str, LogHistog
         "moments": plot_moments(tables, out / "moments.png"),
         "spectrum": plot_spectrum(spectra, out / "cell_spectrum.png"),
         "hits": plot_hits(tables, out / "hit_multiplicity.png"),
+        **extra,
     }

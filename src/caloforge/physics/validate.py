@@ -1,9 +1,11 @@
 """Compare a candidate shower sample with a reference: every metric, plots, a one-page report.
 
 :func:`compare` works on in-memory :class:`FeatureTable` objects; :func:`validate` streams HDF5
-files (any size: only ~1.5 kB of features per event are kept), runs :func:`compare` for the
-candidate and, if a second independent reference (``floor``) is given, for reference vs floor
-(the MC-vs-MC statistical noise), then writes ``metrics.json``, PNG plots and ``report.md``.
+files (any size: only ~1.5 kB of features per event are kept), runs :func:`compare` and the
+per-energy scan (:mod:`caloforge.physics.energy_scan`) for the candidate and for the *floor*
+(an independent second MC sample vs the reference: the statistical noise at this sample size,
+given as a file or simulated here, see :func:`validate`), then the verdict
+(:mod:`caloforge.physics.verdict`), and writes ``metrics.json``, PNG plots and ``report.md``.
 """
 
 from __future__ import annotations
@@ -28,24 +30,18 @@ from caloforge.physics.distances import (
 )
 from caloforge.physics.observables import (
     HIT_THRESHOLD_GEV,
+    SCAN_HIT_THRESHOLD_GEV,
     FeatureTable,
     LogHistogram,
+    features_from_chunks,
     features_from_file,
 )
-from caloforge.physics.report import Report
 from caloforge.physics.shape_metric import ShapeMetric
+from caloforge.physics.validation_report import write_report
+from caloforge.physics.verdict import METRICS, auc_error
 
 #: Headline metrics shown in the report table, (key in the result, label).
-HEADLINE = (
-    ("shape_metric", "3DGAN shape metric (P + Q)"),
-    ("shape_moment_term", "  moment term mean P_b"),
-    ("shape_profile_term", "  profile term mean Q_b"),
-    ("sep_power_mean", "mean separation power (high-level features)"),
-    ("sep_power_spectrum", "separation power, cell-energy spectrum"),
-    ("fpd", "FPD (N -> inf)"),
-    ("kpd", "KPD"),
-    ("classifier_auc", "classifier ROC AUC"),
-)
+HEADLINE = tuple((key, label) for key, label, *_ in METRICS)
 
 
 def _group_means(sp: dict[str, float]) -> dict[str, float]:
@@ -127,6 +123,7 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
             ec = np.log(candidate["e_primary"])[:, None]
             c = classifier_auc(np.hstack([xr, er]), np.hstack([xc, ec]), seed=seed)
             out["classifier_auc"], out["classifier_detail"] = c["auc"], c
+            out["classifier_auc_error"] = auc_error(c["auc"], c["n_test_ref"], c["n_test_cand"])
         except UserError as exc:
             out["classifier_auc"] = None
             notes.append(str(exc))
@@ -149,40 +146,114 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _check_grids(paths: dict[str, str | os.PathLike[str]]) -> tuple[int, ...]:
+def _inspect(paths: dict[str, str | os.PathLike[str]]) -> tuple[tuple[int, ...], dict[str, dict]]:
+    """The common grid of every file (or a UserError) and each file's attributes."""
     from caloforge.data import open_showers
 
-    grids = {}
+    grids, attrs = {}, {}
     for label, p in paths.items():
         with open_showers(p) as f:
             grids[label] = (Path(p), f.grid)
+            attrs[label] = dict(getattr(f, "attrs", {}) or {})
     ref_path, ref_grid = grids["reference"]
     if len(ref_grid) != 3:
         raise UserError(f"{ref_path}: grid {ref_grid} is not three-dimensional")
     for _label, (p, g) in grids.items():
         if g != ref_grid:
             raise UserError(f"{p}: grid {g} does not match the reference {ref_path} grid {ref_grid}")
-    return ref_grid
+    return ref_grid, attrs
+
+
+def _detector(ref_attrs: dict, grid: tuple[int, ...]) -> tuple[Any, str | None]:
+    """The reference's detector (its ``detector`` attribute), else the CLIC ECAL for its grid."""
+    from caloforge.detector import Calorimeter, clic_ecal
+
+    d = ref_attrs.get("detector")
+    if isinstance(d, dict):
+        try:
+            det = Calorimeter.from_dict(d)
+        except (KeyError, TypeError, ValueError):
+            det = None
+        if det is not None and det.grid == tuple(grid):
+            return det, None
+    clic = clic_ecal()
+    if clic.grid == tuple(grid):
+        return clic, ("energy scan: the reference file has no detector description; the CLIC ECAL "
+                      "sampling fractions (17 front + 8 back layers) are assumed")
+    return None, ("energy scan: no detector description and not the CLIC grid, so the "
+                  "'calibrated' energy is the raw visible sum")
+
+
+def _number(v: Any) -> float | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    return float(v) if ok else None
+
+
+def _is_mc(attrs: dict) -> bool:
+    from caloforge.mc import GENERATOR
+
+    return attrs.get("generator") == GENERATOR
+
+
+def floor_seed(ref_attrs: dict, cand_attrs: dict) -> int:
+    """Seed of a simulated floor: the reference's seed + 1, skipping the candidate's MC seed."""
+    used = {s for s in (ref_attrs.get("seed"), cand_attrs.get("seed") if _is_mc(cand_attrs) else None)
+            if isinstance(s, int) and not isinstance(s, bool)}
+    s = (ref_attrs.get("seed") if isinstance(ref_attrs.get("seed"), int) else 0) + 1
+    while s in used:
+        s += 1
+    return int(s)
+
+
+def _mc_chunks(reference_path: str | os.PathLike[str], max_events: int | None, chunk_size: int,
+               seed: int, detector: Any, progress: bool):
+    """Showers of the caloforge MC at the reference's energies (same order), chunk by chunk."""
+    from caloforge.data import open_showers
+    from caloforge.mc import simulate
+
+    with open_showers(reference_path) as f:
+        e = f.energies()
+    e = e[:max_events] if max_events is not None else e
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(e), unit="ev", desc="floor (MC)", leave=False, dynamic_ncols=True)
+    for lo in range(0, len(e), chunk_size):
+        img, en = simulate(e[lo:lo + chunk_size], seed=seed, detector=detector, first_event=lo)
+        if bar is not None:
+            bar.update(len(en))
+        yield img, en
+    if bar is not None:
+        bar.close()
 
 
 def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.PathLike[str],
              output_dir: str | os.PathLike[str], floor_path: str | os.PathLike[str] | None = None,
              max_events: int | None = None, chunk_size: int = 1000,
              hit_threshold: float = HIT_THRESHOLD_GEV, seed: int = 0, classifier: bool = True,
-             plots: bool = True, progress: bool = False) -> dict[str, Any]:
+             plots: bool = True, progress: bool = False, simulate_floor: bool = True,
+             floor_seed: int | None = None) -> dict[str, Any]:
     """Validate a candidate file against a reference file; write metrics.json, plots, report.md.
 
-    ``floor_path``: a second reference sample, independent of the first (e.g. MC with another
-    seed); its metrics against the reference are the statistical floor shown next to the
-    candidate's. ``max_events`` limits each file to its first N events. Returns the metrics dict
-    (also written to ``output_dir/metrics.json``).
+    The floor (MC-vs-MC noise at this sample size): ``floor_path``, a second reference sample
+    independent of the first (e.g. MC with another seed, or another Geant4 sample); if it is not
+    given, ``simulate_floor`` and the reference is a caloforge MC file, the floor is simulated
+    here: the caloforge MC of the reference's detector at the reference's energies (same events,
+    same order) with seed ``floor_seed`` (default: the reference's seed + 1, skipping the
+    candidate's MC seed). A non-MC reference without ``floor_path`` gets no floor (a note says
+    so). ``max_events`` limits each file to its first N events. Returns the metrics dict (also
+    written to ``output_dir/metrics.json``), with ``verdict`` and ``energy_scan``.
     """
     paths: dict[str, str | os.PathLike[str]] = {"reference": reference_path, "candidate": candidate_path}
     if floor_path is not None:
         paths["floor"] = floor_path
     if not (math.isfinite(hit_threshold) and hit_threshold >= 0):
         raise UserError(f"--hit-threshold {hit_threshold!r}: must be a finite cell energy >= 0 GeV")
-    grid = _check_grids(paths)
+    if floor_seed is not None and (isinstance(floor_seed, bool) or not isinstance(floor_seed, int)
+                                   or floor_seed < 0):
+        raise UserError(f"floor_seed: expected a non-negative integer, got {floor_seed!r}")
+    grid, attrs = _inspect(paths)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
@@ -191,9 +262,11 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot create output directory ({exc.strerror})") from None
+    opts = {"max_events": max_events, "chunk_size": chunk_size, "hit_threshold": hit_threshold,
+            "seed": seed, "classifier": classifier, "plots": plots, "progress": progress,
+            "simulate_floor": simulate_floor, "floor_seed": floor_seed}
     try:
-        return _validate_into(out, paths, grid, max_events, chunk_size, hit_threshold, seed,
-                              classifier, plots, progress)
+        return _validate_into(out, paths, grid, attrs, opts)
     except BaseException:
         # no partial output: remove the folders this call created, if nothing was written there
         for d in created:
@@ -204,100 +277,89 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
         raise
 
 
-def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tuple[int, ...],
-                   max_events: int | None, chunk_size: int, hit_threshold: float, seed: int,
-                   classifier: bool, plots: bool, progress: bool) -> dict[str, Any]:
-    reference_path, candidate_path = paths["reference"], paths["candidate"]
-    floor_path = paths.get("floor")
-    t_start = time.perf_counter()
+def _tables(paths: dict[str, str | os.PathLike[str]], attrs: dict[str, dict], detector: Any,
+            opts: dict[str, Any], scan_thr: float, notes: list[str]
+            ) -> tuple[dict[str, FeatureTable], dict[str, LogHistogram], dict[str, Any] | None]:
+    """Feature tables and cell spectra of every sample, the floor simulated if need be."""
     tables: dict[str, FeatureTable] = {}
     spectra: dict[str, LogHistogram] = {}
     for label, p in paths.items():
         spectra[label] = LogHistogram()
-        tables[label] = features_from_file(p, max_events, chunk_size, hit_threshold,
-                                           spectrum=spectra[label], progress=progress)
-    t_feat = time.perf_counter() - t_start
+        tables[label] = features_from_file(p, opts["max_events"], opts["chunk_size"],
+                                           opts["hit_threshold"], spectrum=spectra[label],
+                                           progress=opts["progress"], scan_threshold=scan_thr)
+    source: dict[str, Any] | None = {"kind": "file", "path": str(paths["floor"])} if "floor" in paths else None
+    if source is None and opts["simulate_floor"]:
+        if _is_mc(attrs["reference"]) and detector is not None:
+            s = opts["floor_seed"] if opts["floor_seed"] is not None else floor_seed(
+                attrs["reference"], attrs["candidate"])
+            spectra["floor"] = LogHistogram()
+            tables["floor"] = features_from_chunks(
+                _mc_chunks(paths["reference"], opts["max_events"], opts["chunk_size"], s, detector,
+                           opts["progress"]), opts["hit_threshold"], spectra["floor"], scan_thr)
+            source = {"kind": "simulated", "seed": s, "detector": detector.name,
+                      "path": f"caloforge MC, seed {s}, at the reference's energies"}
+        else:
+            notes.append("no floor: the reference is not a caloforge MC file (a caloforge MC "
+                         "sample would differ from it by more than noise); give --floor")
+    return tables, spectra, source
 
+
+def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tuple[int, ...],
+                   attrs: dict[str, dict], opts: dict[str, Any]) -> dict[str, Any]:
+    from caloforge.physics.energy_scan import QUANTITIES, energy_scan
+
+    t_start = time.perf_counter()
+    notes: list[str] = []
+    detector, note = _detector(attrs["reference"], grid)
+    if note:
+        notes.append(note)
+    cell_thr = _number(attrs["candidate"].get("cell_threshold_gev"))
+    scan_thr = max(SCAN_HIT_THRESHOLD_GEV, cell_thr or 0.0)
+    if scan_thr > SCAN_HIT_THRESHOLD_GEV:
+        notes.append(f"hits of the energy scan counted above the candidate's cell threshold "
+                     f"{scan_thr:g} GeV (cell_threshold_gev) instead of 1e-05 GeV, in every sample")
+    tables, spectra, source = _tables(paths, attrs, detector, opts, scan_thr, notes)
+    t_feat = time.perf_counter() - t_start
     sm = ShapeMetric(tables["reference"])
+    seed, classifier = opts["seed"], opts["classifier"]
     result: dict[str, Any] = {
-        "reference": str(reference_path), "candidate": str(candidate_path),
-        "floor": None if floor_path is None else str(floor_path),
-        "grid": list(grid), "max_events": max_events, "hit_threshold_gev": hit_threshold,
-        "seed": seed,
-        "n_events": {k: len(t) for k, t in tables.items()},
+        "reference": str(paths["reference"]), "candidate": str(paths["candidate"]),
+        "floor": None if source is None else source["path"], "floor_source": source,
+        "grid": list(grid), "max_events": opts["max_events"],
+        "hit_threshold_gev": opts["hit_threshold"], "scan_hit_threshold_gev": scan_thr,
+        "candidate_cell_threshold_gev": cell_thr, "seed": seed,
+        "n_events": {k: len(t) for k, t in tables.items()}, "notes": notes,
     }
-    result["candidate_vs_reference"] = compare(tables["reference"], tables["candidate"],
-                                               spectra["reference"], spectra["candidate"], seed,
-                                               classifier, shape_metric=sm)
-    if "floor" in tables:
-        result["floor_vs_reference"] = compare(tables["reference"], tables["floor"],
-                                               spectra["reference"], spectra["floor"], seed,
-                                               classifier, shape_metric=sm)
-    result["timing_s"] = {"features": t_feat, "total": time.perf_counter() - t_start}
-    if plots:
+    for label in ("candidate", "floor"):
+        if label in tables:
+            result[f"{label}_vs_reference"] = compare(
+                tables["reference"], tables[label], spectra["reference"], spectra[label], seed,
+                classifier, shape_metric=sm)
+    f = None if detector is None else np.asarray(detector.layer_sampling_fraction)
+    scan = energy_scan(tables, f)
+    for label, w in scan["worst"].items():
+        res = result[f"{label}_vs_reference"]
+        for q in QUANTITIES:
+            res[f"scan_{q}"] = None if w[q] is None else w[q]["value"]
+            res[f"scan_{q}_error"] = None if w[q] is None else w[q]["error"]
+            res[f"scan_{q}_energy"] = None if w[q] is None else w[q]["energy"]
+    result["energy_scan"] = scan
+    from caloforge.physics.verdict import verdict
+
+    n = result["n_events"]
+    result["verdict"] = verdict(result["candidate_vs_reference"], result.get("floor_vs_reference"),
+                                scan, (n["reference"], n["candidate"]))
+    if opts["plots"]:
         from caloforge.physics.plots import plot_all  # matplotlib only when plotting
 
-        pl = plot_all(tables, spectra, out)
+        pl = plot_all(tables, spectra, out, scan)
         result["plots"] = {k: str(Path(v).name) for k, v in pl.items()}
+    result["timing_s"] = {"features": t_feat, "total": time.perf_counter() - t_start}
+    result = _finite(result)
     write_json(out / "metrics.json", result)
     write_report(result, out / "report.md")
     return result
 
 
-def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """The one-page validation report (markdown table + embedded plots)."""
-    cand = result["candidate_vs_reference"]
-    floor = result.get("floor_vs_reference")
-    rep = Report("Shower validation")
-    n = result["n_events"]
-    rep.text(f"\nReference `{result['reference']}` ({n['reference']} events), candidate "
-             f"`{result['candidate']}` ({n['candidate']} events)"
-             + (f", floor `{result['floor']}` ({n['floor']} events, an independent reference "
-                "sample: its distance to the reference is the statistical noise)." if floor else ".")
-             + " Lower is better for every metric except the AUC (0.5 = indistinguishable).")
-    headers = ["metric", "candidate"] + (["floor (ref. vs ref.)", "candidate / floor"] if floor else [])
-    rows = []
-    for key, label in HEADLINE:
-        if key not in cand:
-            continue
-        v = cand.get(key)
-        err = cand.get(f"{key}_error")
-        cell = v if err is None or v is None else f"{v:.4g} ± {err:.2g}"
-        row: list[Any] = [label, cell]
-        if floor:
-            fv = floor.get(key)
-            ferr = floor.get(f"{key}_error")
-            row.append(fv if ferr is None or fv is None else f"{fv:.4g} ± {ferr:.2g}")
-            ratio = None
-            if key != "classifier_auc" and isinstance(v, float) and isinstance(fv, float) and fv > 0:
-                ratio = v / fv
-            row.append(ratio)
-        rows.append(row)
-    rep.table(headers, rows)
-    br = cand.get("shape_breakdown")
-    if br:
-        rep.heading("3DGAN metric per energy bin")
-        rep.table(["bin [GeV]", "n ref", "n cand", "P_b", "Q_b", "note"],
-                  [[b["bin"], b["n_ref"], b["n_cand"], b.get("P"), b.get("Q"), b["note"]]
-                   for b in br["bins"]])
-    groups = cand.get("sep_power_groups", {})
-    if groups:
-        rep.heading("Separation power per feature (per-layer features averaged over layers)")
-        fg = floor.get("sep_power_groups", {}) if floor else {}
-        rep.table(["feature", "candidate"] + (["floor"] if floor else []),
-                  [[k, v] + ([fg.get(k)] if floor else []) for k, v in groups.items()])
-    if result.get("plots"):
-        rep.heading("Plots")
-        captions = {"longitudinal": "Longitudinal profile", "transverse": "Transverse profiles",
-                    "response": "E_vis / E_primary vs E_primary", "moments": "Shower moments",
-                    "spectrum": "Cell-energy spectrum", "hits": "Hit multiplicity and response"}
-        for k, fname in result["plots"].items():
-            rep.image(fname, captions.get(k, k))
-    notes = cand.get("notes", []) + ([f"floor: {x}" for x in floor.get("notes", [])] if floor else [])
-    if notes:
-        rep.heading("Notes")
-        rep.text("\n".join(f"- {x}" for x in notes))
-    return rep.write(path)
-
-
-__all__ = ["compare", "validate", "write_report"]
+__all__ = ["compare", "floor_seed", "validate", "write_report"]
