@@ -211,3 +211,46 @@ def test_closed_stdout_exits_quietly(mc_file) -> None:
     err = proc.stderr.read().decode()
     rc = proc.wait(timeout=120)
     assert err == "" and rc == 1, (rc, err)
+
+
+# --------------------------------------------------------------------------- train
+@pytest.mark.parametrize("extra, needle", [
+    (["--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+    (["--lr", "-1"], "argument --lr: must be a finite number > 0, got -1"),
+    (["--lr-d", "inf"], "argument --lr-d: must be a finite number > 0, got inf"),
+    (["--image-scale", "0"], "argument --image-scale: must be a finite number > 0, got 0"),
+    (["--flip-prob", "5"], "argument --flip-prob: must be in [0, 0.5), got 5"),
+    (["--flip-prob", "0.5"], "argument --flip-prob: must be in [0, 0.5), got 0.5"),
+    (["--seed", str(2**64)], "argument --seed: expected an integer in 0..2**64-1"),
+])
+def test_train_bad_values_are_one_line(tmp_path: Path, capsys, mc_file, extra: list[str],
+                                       needle: str) -> None:
+    assert _run(["train", "--data", mc_file, "--output", tmp_path / "run", *extra]) == 2
+    _one_line(capsys, needle)
+    assert _listing(tmp_path) == []
+
+
+def test_train_output_that_is_or_lies_under_a_file(tmp_path: Path, capsys, mc_file) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert _run(["train", "--data", mc_file, "--output", blocker, "--no-progress"]) == 2
+    _one_line(capsys, "afile: exists and is not a directory")
+    assert _run(["train", "--data", mc_file, "--output", blocker / "run", "--no-progress"]) == 2
+    _one_line(capsys, "afile is not a directory")
+    assert _listing(tmp_path) == ["afile"] and blocker.read_text() == "x"
+
+
+def test_train_resume_of_a_missing_run_fails(tmp_path: Path, capsys, mc_file) -> None:
+    assert _run(["train", "--data", mc_file, "--output", tmp_path / "run", "--resume",
+                 "--no-progress"]) == 2
+    _one_line(capsys, "no run to resume")
+    assert _listing(tmp_path) == []
+
+
+def test_failed_train_leaves_no_folders(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not HDF5")
+    assert _run(["train", "--data", bad, "--output", tmp_path / "new" / "run",
+                 "--no-progress"]) == 2
+    _one_line(capsys, "not an HDF5 file")
+    assert _listing(tmp_path) == ["bad.h5"]

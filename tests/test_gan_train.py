@@ -117,3 +117,124 @@ def test_cli_train_and_export_and_errors(mc_files, tmp_path, capsys) -> None:
     assert "best.safetensors: corrupt or unreadable" in capsys.readouterr().err
     assert main(["train", "--export-default", str(run), "--epoch", "9"]) == 2
     assert "epoch-0009.safetensors: no such generator file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad options, resume
+@pytest.mark.parametrize("kw, needle", [
+    ({"lr": float("nan")}, "lr: must be a finite number > 0, got nan"),
+    ({"lr": -1.0}, "lr: must be a finite number > 0, got -1.0"),
+    ({"lr_d": float("inf")}, "lr_d: must be a finite number > 0"),
+    ({"image_scale": 0.0}, "image_scale: must be a finite number > 0"),
+    ({"flip_prob": 5.0}, r"flip_prob: must be in \[0, 0.5\)"),
+    ({"flip_prob": float("nan")}, "flip_prob"),
+])
+def test_bad_options_are_refused_before_anything_is_created(mc_files, tmp_path, kw, needle) -> None:
+    with pytest.raises(UserError, match=needle):
+        train(_cfg(mc_files, tmp_path / "run", **kw))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_missing_run_directory_fails(mc_files, tmp_path) -> None:
+    with pytest.raises(UserError, match="no run to resume"):
+        train(_cfg(mc_files, tmp_path / "nope", resume=True))
+    assert not (tmp_path / "nope").exists()
+
+
+def test_resume_compares_the_data_by_content_not_by_spelling(mc_files, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    data = tmp_path / "d.h5"
+    shutil.copy(mc_files[0], data)
+    train(_cfg(mc_files, tmp_path / "run", data=str(data), epochs=1))
+    monkeypatch.chdir(tmp_path)
+    # the same file under another name: accepted
+    assert train(_cfg(mc_files, tmp_path / "run", data="./d.h5", epochs=2, resume=True)).epochs_done == 2
+    # the same name with other showers (same size): refused
+    from caloforge.mc import simulate
+
+    with ShowerWriter(tmp_path / "other.h5", attrs={"seed": 11}) as w:
+        img, e = simulate(np.random.default_rng(99).uniform(2.0, 500.0, 24), seed=99)
+        w.append(img, e)
+    shutil.copy(tmp_path / "other.h5", data)
+    with pytest.raises(UserError, match="training data changed since the run started"):
+        train(_cfg(mc_files, tmp_path / "run", data=str(data), epochs=3, resume=True))
+    # a checkpoint written before fingerprints existed: the resolved paths are compared
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch-0002.json"
+    state = json.loads(ckpt.read_text())
+    del state["data_fingerprint"]
+    ckpt.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="cannot resume with data="):
+        train(_cfg(mc_files, tmp_path / "run", data=str(mc_files[0]), epochs=3, resume=True))
+    assert train(_cfg(mc_files, tmp_path / "run", data="./d.h5", epochs=2, resume=True)).epochs_done == 2
+
+
+@pytest.fixture(scope="module")
+def reference_run(mc_files, tmp_path_factory):
+    """An uninterrupted 2-epoch run (the crash/resume tests must end with its weights)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    train(_cfg(mc_files, out))
+    return out
+
+
+def _same_checkpoint(a, b, epoch: int = 2) -> None:
+    for name in (f"epoch-{epoch:04d}.safetensors", f"epoch-{epoch:04d}.state.safetensors"):
+        ta, tb = load_tensors(a / "checkpoints" / name), load_tensors(b / "checkpoints" / name)
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (name, k)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(mc_files, tmp_path,
+                                                                    reference_run,
+                                                                    monkeypatch) -> None:
+    real = ShowerStream.epoch_batches
+
+    def dies_in_epoch_2(self, epoch):  # type: ignore[no-untyped-def]
+        for i, batch in enumerate(real(self, epoch)):
+            if epoch == 2 and i == 1:
+                raise KeyboardInterrupt  # killed after one batch of epoch 2
+            yield batch
+
+    monkeypatch.setattr(ShowerStream, "epoch_batches", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(mc_files, tmp_path / "run"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "epoch-0001.json", "epoch-0001.safetensors", "epoch-0001.state.safetensors"]
+    assert train(_cfg(mc_files, tmp_path / "run", resume=True)).epochs_done == 2
+    _same_checkpoint(reference_run, tmp_path / "run")
+
+
+def test_checkpoint_without_its_json_resumes_from_the_previous_one(mc_files, tmp_path,
+                                                                  reference_run) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    (run / "checkpoints" / "epoch-0002.json").unlink()  # killed while writing checkpoint 2
+    (run / "checkpoints" / "epoch-0002.safetensors").write_bytes(b"\x00" * 10)
+    res = train(_cfg(mc_files, run, resume=True))
+    assert res.epochs_done == 2 and [h["epoch"] for h in res.history] == [1, 2]
+    assert "resumed from epoch 1" in (run / "train.log").read_text()
+    _same_checkpoint(reference_run, run)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_older_one_and_says_so(mc_files, tmp_path,
+                                                                          reference_run,
+                                                                          capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    (run / "checkpoints" / "epoch-0002.safetensors").write_bytes(b"garbage" * 100)
+    res = train(_cfg(mc_files, run, resume=True))
+    assert res.epochs_done == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if "broken" in x]
+    assert len(err) == 1 and "epoch-0002.safetensors" in err[0] and "from epoch 1" in err[0]
+    assert "resuming from epoch 1" in (run / "train.log").read_text()
+    _same_checkpoint(reference_run, run)
+    # nothing usable at all: an error, not a silent fresh start
+    for p in (run / "checkpoints").glob("*.safetensors"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="no usable checkpoint"):
+        train(_cfg(mc_files, run, resume=True, epochs=3))

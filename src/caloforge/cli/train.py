@@ -9,7 +9,7 @@ import json
 import os
 from typing import Any
 
-from caloforge.cli._common import positive_int
+from caloforge.cli._common import fraction_below, positive_float, positive_int, seed_int
 from caloforge.errors import UserError
 
 
@@ -40,15 +40,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--validation", help="held-out MC file for the per-epoch 3DGAN metric")
     p.add_argument("--validation-events", type=positive_int, default=5000,
                    help="events of the validation file used (default 5000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (0..2**64-1; default 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda when available, else cpu")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (AMX on CPU; the generator's first conv stays fp32)")
     p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop")
-    p.add_argument("--lr", type=float, default=1e-3, help="generator learning rate (default 1e-3)")
-    p.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default --lr)")
-    p.add_argument("--lr-decay", type=float, default=1.0, help="per-epoch learning-rate factor")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="generator learning rate (default 1e-3)")
+    p.add_argument("--lr-d", type=positive_float, default=None, help="discriminator learning rate (default --lr)")
+    p.add_argument("--lr-decay", type=positive_float, default=1.0, help="per-epoch learning-rate factor")
     p.add_argument("--loss-weights", default="2,0.1,0.1",
                    help="BCE,energy-MAPE,ECAL-sum-MAPE weights (default 2,0.1,0.1)")
     p.add_argument("--aux-weight", type=float, default=0.0,
@@ -60,8 +60,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--gen-steps", type=positive_int, default=2, help="G steps per D step (default 2)")
     p.add_argument("--adv-every", type=positive_int, default=1,
                    help="train D / use adversarial terms every k-th batch (default 1)")
-    p.add_argument("--flip-prob", type=float, default=0.05, help="label flip probability (0.05)")
-    p.add_argument("--image-scale", type=float, default=100.0,
+    p.add_argument("--flip-prob", type=fraction_below(0.5), default=0.05,
+                   help="label flip probability, in [0, 0.5) (default 0.05)")
+    p.add_argument("--image-scale", type=positive_float, default=100.0,
                    help="internal units = GeV x this (default 100)")
     p.add_argument("--max-events", type=positive_int, default=None,
                    help="use only the first N events of --data")
@@ -94,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.data or not args.output:
         raise UserError("--data and --output are required (or --export-default RUN_DIR)")
+    from caloforge.gan.resume import removing_created_dirs
     from caloforge.gan.train import TrainConfig, train
+    from caloforge.iocheck import check_io
+
+    check_io(inputs=[args.data, args.validation],
+             dirs={args.output: ("checkpoints", "generators", "best.*", "metrics.jsonl",
+                                 "train.log")})
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainConfig(
@@ -109,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         max_events=args.max_events, threads=args.threads, progress=not args.no_progress,
         log_every=args.log_every, bn_recalibration_batches=args.bn_recalibration,
     )
-    res = train(cfg)
+    with removing_created_dirs(args.output):
+        res = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(json.dumps({"output": str(res.output), "epochs_done": res.epochs_done,
