@@ -254,3 +254,23 @@ def test_failed_train_leaves_no_folders(tmp_path: Path, capsys) -> None:
                  "--no-progress"]) == 2
     _one_line(capsys, "not an HDF5 file")
     assert _listing(tmp_path) == ["bad.h5"]
+
+
+def test_torch_backend_names_the_mismatched_tensors(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from caloforge.gan.checkpoint import save_tensors
+    from caloforge.gan.model import Generator
+
+    state = dict(Generator().state_dict())
+    state["conv2.weight"] = torch.zeros(6, 64, 5, 5, 5)  # wrong kernel
+    save_tensors(tmp_path / "shape.safetensors", state)
+    del state["conv2.weight"], state["bn1.running_var"]
+    save_tensors(tmp_path / "missing.safetensors", state)
+    for name, needle in (("shape", "'conv2.weight' has shape (6, 64, 5, 5, 5)"),
+                         ("missing", "missing 2 tensor(s) (e.g. bn1.running_var, conv2.weight)")):
+        assert _run(["generate", "-n", "2", "--energies", "50", "--backend", "torch", "--model",
+                     tmp_path / f"{name}.safetensors", "-o", tmp_path / "x.h5", "--quiet"]) == 2
+        err = _one_line(capsys, needle)
+        assert f"{name}.safetensors" in err
+    assert not (tmp_path / "x.h5").exists()

@@ -39,12 +39,11 @@ def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
         state = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{p}: not a valid safetensors file ({exc})") from None
+    from caloforge.gan.checkpoint import apply_state, generator_state_from
+
     gen = Generator()
-    try:
-        gen.load_state_dict(state)
-    except RuntimeError as exc:
-        msg = str(exc).splitlines()[0]
-        raise UserError(f"{p}: weights do not fit the 3DGAN generator ({msg})") from None
+    # one line naming the first missing / unexpected / mis-shaped tensors
+    apply_state(gen, generator_state_from(state), p, "3DGAN generator")
     return gen.eval()
 
 
