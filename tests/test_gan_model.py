@@ -98,6 +98,30 @@ def test_bf16_autocast_keeps_the_generator_close_to_fp32() -> None:
     assert rel < 0.05, rel
 
 
+def test_bf16_guard_runs_the_first_conv_in_float32_under_autocast() -> None:
+    """Visible without AMX: the dtypes conv1 actually receives and returns under autocast (the
+    precision test above passes on a CPU without AMX even with the guard removed)."""
+    gen = _with_bn_stats(Generator())
+    seen: dict[str, tuple[torch.dtype, torch.dtype]] = {}
+
+    def record(name: str):  # type: ignore[no-untyped-def]
+        def hook(module, inputs, output):  # type: ignore[no-untyped-def]
+            seen[name] = (inputs[0].dtype, output.dtype)
+        return hook
+
+    for name in ("conv1", "conv2", "conv3"):
+        getattr(gen, name).register_forward_hook(record(name))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        gen(torch.randn(2, 200), torch.tensor([10.0, 300.0]))
+    # autocast is active: the other convolutions run in bfloat16 ...
+    assert seen["conv2"][1] == seen["conv3"][1] == torch.bfloat16, seen
+    # ... but conv1 gets and returns float32
+    assert seen["conv1"] == (torch.float32, torch.float32), seen
+    with torch.no_grad():  # and without autocast everything stays float32
+        gen(torch.randn(2, 200), torch.tensor([10.0, 300.0]))
+    assert {d for pair in seen.values() for d in pair} == {torch.float32}
+
+
 def test_onnx_export_parity_with_dynamic_batch(tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     from caloforge.gan.export import export_onnx
