@@ -7,6 +7,8 @@ Main entry points:
 * :class:`ShapeMetric`, :func:`metric`, :func:`metric_breakdown` -- the 3DGAN metric
 * :func:`separation_power`, :func:`fpd`, :func:`kpd`, :func:`classifier_auc`
 * :func:`compare` (feature tables) and :func:`validate` (files -> metrics.json, plots, report.md)
+* :func:`energy_scan` -- per-energy layer-calibrated response/resolution, hits, shower maximum
+* :func:`verdict` -- every metric against its MC-vs-MC floor, the ratio, one honest line
 * :mod:`caloforge.physics.report` -- markdown tables and embedded plots for any report
 
 Matplotlib is imported only by :mod:`caloforge.physics.plots`.
@@ -21,6 +23,7 @@ from caloforge.physics.distances import (
     separation_power_hist,
     standardise,
 )
+from caloforge.physics.energy_scan import energy_scan
 from caloforge.physics.observables import (
     HIT_THRESHOLD_GEV,
     FeatureTable,
@@ -41,6 +44,7 @@ from caloforge.physics.shape_metric import (
     shape_sample,
 )
 from caloforge.physics.validate import compare, validate, write_report
+from caloforge.physics.verdict import verdict
 
 __all__ = [
     "DEFAULT_BINS",
@@ -53,6 +57,7 @@ __all__ = [
     "ShapeSample",
     "classifier_auc",
     "compare",
+    "energy_scan",
     "event_features",
     "features_from_file",
     "fpd",
@@ -67,5 +72,6 @@ __all__ = [
     "shape_sample",
     "standardise",
     "validate",
+    "verdict",
     "write_report",
 ]

@@ -71,7 +71,7 @@ def _scan_tables(rep: Report, result: dict[str, Any]) -> None:
                 continue
             mark = {q: "" if d[f"ok_{q}"] else " ✗" for q in t}
             body.append([d["energy"],
-                         f"{_pct(d['d_response'])} ± {d['d_response_err']:.1%}{mark['response']}",
+                         f"{d['d_response']:+.2%} ± {d['d_response_err']:.2%}{mark['response']}",
                          f"{_pct(d['d_resolution'])} ± {d['d_resolution_err']:.0%}{mark['resolution']}",
                          f"{_pct(d['d_hits'])} ± {d['d_hits_err']:.1%}{mark['hits']}",
                          f"{d['d_shower_max']:+.2f} ± {d['d_shower_max_err']:.2f}{mark['shower_max']}"])
