@@ -192,7 +192,10 @@ def _number(v: Any) -> float | None:
 def _is_mc(attrs: dict) -> bool:
     from caloforge.mc import GENERATOR
 
-    return attrs.get("generator") == GENERATOR
+    # a single file (``generator``) or a sharded caloforge production of the MC (``producer``)
+    prod = attrs.get("producer")
+    return attrs.get("generator") == GENERATOR or (
+        isinstance(prod, dict) and prod.get("kind") == "mc" and not prod.get("options"))
 
 
 def floor_seed(ref_attrs: dict, cand_attrs: dict) -> int:
