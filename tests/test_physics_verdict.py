@@ -102,3 +102,19 @@ def test_auc_error_from_sample_sizes() -> None:
     # 0.03 is ~4 sigma: resolved from the MC (p < 1e-3), yet not "far" at this sample size
     assert stats.norm.sf(0.03 / sigma) < 1e-3
     assert verdict(c, f, n_events=(10000, 10000))["level"] == "resolved"
+
+
+def test_line_names_the_missed_targets() -> None:
+    from caloforge.physics.energy_scan import TARGETS
+
+    def row(e, dw, ds):
+        r = {"energy": e, "d_response": 0.001, "d_resolution": dw, "d_hits": 0.01,
+             "d_shower_max": ds}
+        r.update({f"ok_{q}": abs(r[f"d_{q}"]) <= t for q, t in TARGETS.items()})
+        return r
+
+    scan = {"targets": TARGETS, "diffs": {"candidate": [row(10.0, 0.30, 0.2), row(50.0, 0.1, -1.5)],
+                                          "floor": [row(10.0, 0.1, 0.1), row(50.0, 0.05, 0.0)]}}
+    line = verdict(_cand(), FLOOR, scan)["line"]
+    assert "met in 0/2 energy bins" in line and "(floor: 2/2)" in line
+    assert "width +30.0% at 10 GeV" in line and "shower max -1.50 layers at 50 GeV" in line

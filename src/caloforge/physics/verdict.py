@@ -117,6 +117,16 @@ def _fmt_ratio(r: float) -> str:
     return f"{r:,.0f}x" if abs(r) >= 100 else f"{r:.3g}x"
 
 
+_TARGET_NAMES = {"response": "response", "resolution": "width", "hits": "hits",
+                 "shower_max": "shower max"}
+
+
+def _miss(row: dict[str, Any], q: str) -> str:
+    d = row[f"d_{q}"]
+    val = f"{d:+.2f} layers" if q == "shower_max" else f"{d:+.1%}"
+    return f"{_TARGET_NAMES.get(q, q)} {val} at {row['energy']:g} GeV"
+
+
 def _target_text(scan: dict[str, Any] | None, label: str = "candidate") -> str:
     if not scan or label not in scan.get("diffs", {}):
         return ""
@@ -125,6 +135,9 @@ def _target_text(scan: dict[str, Any] | None, label: str = "candidate") -> str:
         return "; per-energy targets: no bin with enough events"
     ok = [r for r in rows if all(r[f"ok_{q}"] for q in scan["targets"])]
     s = f"; per-energy targets (issue 15) met in {len(ok)}/{len(rows)} energy bins"
+    misses = [_miss(r, q) for r in rows for q in scan["targets"] if not r[f"ok_{q}"]]
+    if misses:
+        s += " (missed: " + ", ".join(misses[:4]) + (", ..." if len(misses) > 4 else "") + ")"
     fl = scan["diffs"].get("floor")
     if fl:
         frows = [r for r in fl if "skipped" not in r]
