@@ -18,7 +18,10 @@ from pathlib import Path
 
 
 def profile_layers(batch: int = 32, threads: int = 1, tuned: str | None = None) -> dict:
-    from caloforge.runtime import ExecConfig, get_backend, runtime_precisions
+    from dataclasses import asdict
+
+    from caloforge.ovgraph import runtime_precisions
+    from caloforge.runtime import ExecConfig, get_backend
 
     ov = get_backend("openvino")
     out = {}
@@ -30,7 +33,7 @@ def profile_layers(batch: int = 32, threads: int = 1, tuned: str | None = None) 
         rows = gen.profile(batches=5)
         total = sum(r["time_ms"] for r in rows)
         out[label] = {"batch": batch, "threads": threads, "total_ms": total, "layers": rows[:12],
-                      "runtime_precisions": runtime_precisions(gen.compiled)}
+                      "runtime_precisions": [asdict(r) for r in runtime_precisions(gen.compiled)]}
         print(f"-- {label}: {total:.1f} ms per batch of {batch} ({threads} thread(s))")
         for r in rows[:8]:
             print(f"   {r['time_ms']:8.2f} ms {100 * r['time_ms'] / total:5.1f}%  "
@@ -55,12 +58,12 @@ def main() -> int:
     if args.profile:
         write_json(out / "profile.json", profile_layers(threads=args.threads, tuned=args.tuned))
     if not args.no_bench:
-        from caloforge.runtime.bench import format_table, plot, run_bench
+        from caloforge.workflows import format_table, plot, run_bench
 
         report = run_bench(args.quick, tuned=args.tuned,
                            log=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
         print(format_table(report))
-        write_json(out / "bench_engine.json", report)
+        write_json(out / "bench_engine.json", report.to_json())
         plot(report, out / "bench_engine.png")
     return 0
 

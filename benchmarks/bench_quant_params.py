@@ -27,10 +27,9 @@ def _total_energy(compiled, z: np.ndarray, e: np.ndarray, batch: int = 50) -> fl
 
 def _drop_quantizer(model, layer: str, port: int) -> None:
     """Remove the FakeQuantize feeding input ``port`` (0 activation, 1 weights) of ``layer``."""
-    from caloforge.quant.build import _input_quantizer
+    from caloforge.ovgraph import find_node, input_quantizer
 
-    node = next(op for op in model.get_ops() if op.get_friendly_name() == layer)
-    found = _input_quantizer(node, port)
+    found = input_quantizer(find_node(model, layer), port)
     if found is None:
         raise RuntimeError(f"{layer}: no quantizer on input {port}")
     fq = found[0]
@@ -46,26 +45,26 @@ def main() -> int:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
-    from caloforge.gan.shipped import default_onnx_path
+    from caloforge.facts import LATENT_DIM
+    from caloforge.ovgraph import find_layers
     from caloforge.quant import FP32, INT8, Config, Criterion
-    from caloforge.quant import gan_objective as go
     from caloforge.quant.build import Builder
     from caloforge.quant.params import DEFAULT_PARAM_SETS, describe
-    from caloforge.quant.space import find_layers
     from caloforge.runtime import latent_noise
+    from caloforge.workflows import prepare_generator_tuning
 
     t0 = time.perf_counter()
-    model = go.runtime_graph(default_onnx_path())[0]
+    prepared = prepare_generator_tuning(None, None, calibration_size=args.calibration_size,
+                                        reference_events=args.reference_events, seed=args.seed)
+    model, obj = prepared.graph, prepared.objective
     names = [layer.name for layer in find_layers(model)]
     short = [n.split("/")[1] for n in names]
-    obj = go.gan_objective(default_onnx_path(), None, calibration_size=args.calibration_size,
-                           reference_events=args.reference_events, seed=args.seed)
     builder = Builder(model, obj.calibration)
     fp32 = builder.compile_fp32()
     base = obj.evaluate(fp32)
     threshold = Criterion(0.01).threshold(base)
     e_energy = np.repeat(np.array([50, 100, 200, 300, 400, 500], np.float32), 100)
-    z_energy = latent_noise(args.seed + 5, 0, e_energy.size, go.LATENT_DIM)
+    z_energy = latent_noise(args.seed + 5, 0, e_energy.size, LATENT_DIM)
     e_fp32 = _total_energy(fp32, z_energy, e_energy)
     print(f"reference {obj.description}; calibration {args.calibration_size} events")
     print(f"FP32 metric {base:.5f}; 1% threshold {threshold:.5f}")

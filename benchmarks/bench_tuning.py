@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from caloforge.quant import Criterion, tune
+    from caloforge.workflows import prepare_generator_tuning, tune_generator
 
     work = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="bench_tuning_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -122,17 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
 
     inputs = {name for port in ov.Core().read_model(str(model)).inputs for name in port.get_names()}
-    if {"z", "energy"} <= inputs:
-        from caloforge.quant.gan_objective import gan_objective, runtime_graph
-
+    prepared = None
+    if {"z", "energy"} <= inputs:  # a generator: the runtime's graph, as `caloforge quantize`
         size = args.calibration_size or 200
-        obj = gan_objective(model, args.reference, calibration_size=size,
-                            reference_events=args.reference_events)
-        calibration, evaluate, what = obj.calibration, obj.evaluate, obj.description
+        prepared = prepare_generator_tuning(model, args.reference, calibration_size=size,
+                                            reference_events=args.reference_events)
+        what = prepared.objective.description
         tolerance = 0.01 if args.tolerance is None else args.tolerance
-        source, identity, _ = runtime_graph(model)  # the graph the runtime runs (as the CLI)
     else:
-        source, identity = model, None
         size = args.calibration_size or 32
         calibration, evaluate, what = generic_objective(model, size)
         tolerance = 0.1 if args.tolerance is None else args.tolerance
@@ -144,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.strategies.split(","):
         out = work / name
         t1 = time.perf_counter()
-        res = tune(source, calibration, evaluate, Criterion(tolerance), name, out,
-                   latency_batch=args.latency_batch, export_qdq=False, report=True,
-                   model_sha256=identity,
-                   progress=lambda msg: None)
+        kw = {"latency_batch": args.latency_batch, "export_qdq": False, "report": True,
+              "progress": lambda msg: None}
+        if prepared is not None:
+            res = tune_generator(out, criterion=Criterion(tolerance), strategy=name,
+                                 prepared=prepared, **kw).result
+        else:
+            res = tune(model, calibration, evaluate, Criterion(tolerance), name, out, **kw)
         wall = time.perf_counter() - t1
         share = f"{res.best.int8_share:.0%}" if res.best and res.best.int8_share is not None else "-"
         speed = f"{res.speedup:.2f}x" if res.speedup else "-"

@@ -61,7 +61,7 @@ def test_cli_demo_output_that_is_a_file(tmp_path, capsys):
     blocker = tmp_path / "regular"
     blocker.write_text("x")
     for out, needle in ((blocker, f"{blocker}: exists and is not a directory"),
-                        (blocker / "sub", f"{blocker / 'sub'}: cannot create the output folder")):
+                        (blocker / "sub", f"{blocker / 'sub'}: {blocker} is not a directory")):
         assert main(["demo", "--quick", "--output", str(out), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err

@@ -1,4 +1,4 @@
-"""The GAN default objective (``caloforge.quant.gan_objective``) wired to the shipped generator."""
+"""The GAN tuning objective (``caloforge.workflows.objective``) wired to the shipped generator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def test_gan_objective_calibration_and_metric(mc_file):
     import openvino as ov
 
     from caloforge.gan.shipped import default_onnx_path
-    from caloforge.quant.gan_objective import gan_objective
+    from caloforge.workflows.objective import gan_objective
 
     model = default_onnx_path()
     obj = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1)
@@ -37,12 +37,11 @@ def test_runtime_compiles_a_tuned_ir_with_its_stored_precision(tmp_path):
     import openvino as ov
 
     from caloforge.gan.shipped import default_onnx_path
+    from caloforge.ovgraph import find_layers, runtime_precisions
     from caloforge.quant import BF16, FP32, INT8, Config
     from caloforge.quant.build import Builder
-    from caloforge.quant.gan_objective import calibration_inputs, runtime_graph
-    from caloforge.quant.space import find_layers
-    from caloforge.runtime import compile_model, latent_noise
-    from caloforge.runtime.openvino_backend import runtime_precisions
+    from caloforge.runtime import calibration_inputs, compile_model, latent_noise
+    from caloforge.workflows.objective import runtime_graph
 
     model = runtime_graph(default_onnx_path())[0]
     names = [layer.name for layer in find_layers(model)]
@@ -56,7 +55,7 @@ def test_runtime_compiles_a_tuned_ir_with_its_stored_precision(tmp_path):
                       str(path), compress_to_fp16=False)
         gen = compile_model(path, "int8", streams=1, batch_size=4)
         assert gen.info["precision_hint"] == expected
-        rows = {r["name"]: r["precision"] for r in runtime_precisions(gen.compiled)}
+        rows = {r.name: r.precision for r in runtime_precisions(gen.compiled)}
         last_rows = [p for n, p in rows.items() if last in n]
         assert last_rows and all(p == expected for p in last_rows), rows
         assert sum(p in ("i8", "u8") for p in rows.values()) >= len(names) - 1, rows
@@ -91,11 +90,11 @@ def test_qdq_onnx_of_a_configuration_tuned_on_the_rewritten_graph(tmp_path):
     import onnxruntime as ort
 
     from caloforge.gan.shipped import default_onnx_path
+    from caloforge.ovgraph import find_layers
     from caloforge.quant import FP32, INT8, Config
-    from caloforge.quant.gan_objective import calibration_inputs, runtime_graph
     from caloforge.quant.qdq import export_qdq_onnx, onnx_nodes_for
-    from caloforge.quant.space import find_layers
-    from caloforge.runtime import latent_noise
+    from caloforge.runtime import calibration_inputs, latent_noise
+    from caloforge.workflows.objective import runtime_graph
 
     src = default_onnx_path()
     names = [layer.name for layer in find_layers(runtime_graph(src)[0])]

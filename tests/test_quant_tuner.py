@@ -233,12 +233,12 @@ def test_no_pass_saves_best_by_metric(synth, tmp_path):
 
 def test_cli_no_pass_exits_3(synth, tmp_path, monkeypatch, capsys):
     from caloforge.cli import main
-    from caloforge.quant import gan_objective
+    from caloforge.workflows import objective, tune
 
     def fake_objective(model, reference, **kw):
-        return gan_objective.GanObjective(synth.calibration, synth.error, 8, (2.0, 500.0), "toy")
+        return objective.GanObjective(synth.calibration, synth.error, 8, (2.0, 500.0), "toy")
 
-    monkeypatch.setattr(gan_objective, "gan_objective", fake_objective)
+    monkeypatch.setattr(tune, "gan_objective", fake_objective)
     out = tmp_path / "cli"
     # --no-rewrite: the toy model is not a caloforge generator (the runtime rewrite needs one)
     code = main(["quantize", "--model", str(synth.model), "--output", str(out), "--no-rewrite",
@@ -276,7 +276,7 @@ def test_bf16_layer_marking(synth):
     """
     from caloforge.quant import BF16
     from caloforge.quant.build import KEEP_F32, Builder, compile_model, precision_hint, read_model
-    from caloforge.quant.inspect import runtime_precisions
+    from caloforge.quant.inspect import layer_precisions
     from caloforge.quant.space import find_layers
 
     model = read_model(str(synth.model))
@@ -288,7 +288,7 @@ def test_bf16_layer_marking(synth):
     assert all(KEEP_F32 in ops[name].get_rt_info() for name in OTHERS)
     assert precision_hint(built) == "bf16"
     compiled = compile_model(built)
-    rt = runtime_precisions(compiled, layers, built)
+    rt = layer_precisions(compiled, layers, built)
     assert rt[HOSTILE].precision == BF16
     assert all(rt[name].precision == INT8 for name in OTHERS)
 

@@ -9,7 +9,7 @@ import pytest
 
 from caloforge.cli import main
 from caloforge.runtime import Calibration, quantize_int8
-from caloforge.runtime.bench import TUNED, format_table, run_bench
+from caloforge.workflows import TUNED, BenchReport, format_table, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +24,25 @@ def tuned_ir(tmp_path_factory) -> Path:
 
 def test_bench_times_a_tuned_model_like_the_others(tuned_ir: Path) -> None:
     report = run_bench(True, batches=(4,), precisions=("fp32", "int8"), rounds=1,
-                       sample_seconds=0.05, physics_events=20, include_mc=False, tuned=tuned_ir)
-    ov_layouts = {(r["streams"], r["threads"]) for r in report["results"]
-                  if r["runtime"] == "openvino" and r["precision"] == "fp32"}
-    tuned_rows = [r for r in report["results"] if r["precision"] == TUNED]
-    assert {(r["streams"], r["threads"]) for r in tuned_rows} == ov_layouts
-    assert all(r["median"] > 0 and np.isfinite(r["median"]) for r in tuned_rows)
-    s = report["summary"]
-    assert s["tuned_vs_fp32"] == pytest.approx(
-        s["openvino_tuned_best"]["median"] / s["openvino_fp32_best"]["median"])
+                       sample_seconds=0.05, physics_events=20, mc_seconds=0.0, tuned=tuned_ir,
+                       end_to_end=False, calibration_size=16)
+    ov_layouts = {(r.streams, r.threads) for r in report.rows
+                  if r.runtime == "openvino" and r.precision == "fp32"}
+    tuned_rows = [r for r in report.rows if r.precision == TUNED]
+    assert {(r.streams, r.threads) for r in tuned_rows} == ov_layouts
+    assert all(r.median > 0 and np.isfinite(r.median) for r in tuned_rows)
+    s = report.summary
+    tuned_best, fp32_best = s.best(TUNED), s.best("fp32")
+    assert tuned_best is not None and fp32_best is not None
+    assert s.vs_fp32(TUNED) == pytest.approx(tuned_best.median / fp32_best.median)
     assert "tuned / FP32 (OpenVINO, best settings)" in format_table(report)
-    phys = report["physics"]["by_precision"]
     # an INT8 model of the same generator: close to FP32, far from identical
-    assert 0 < phys[f"openvino-{TUNED}"]["rel_l2_vs_openvino_fp32"] < 0.5
-    assert report["tuned_model"] == str(tuned_ir)
+    assert 0 < report.physics[f"openvino-{TUNED}"].rel_l2_vs_openvino_fp32 < 0.5
+    assert report.tuned_model == str(tuned_ir)
+    # the JSON form reads back to the same rows (the demo report reads bench.json this way)
+    again = BenchReport.from_json(report.to_json())
+    assert [r.key for r in again.rows] == [r.key for r in report.rows]
+    assert again.best(TUNED) == tuned_best
 
 
 def test_bench_cli_rejects_a_missing_tuned_model(tmp_path: Path, capsys) -> None:

@@ -100,7 +100,7 @@ def test_int8_parity_and_runtime_precision(inputs, ov_fp32, int8_model) -> None:
     # every convolution and the dense layer (dense + conv1 folded into one) really run in 8 bit
     rows = runtime_precisions(gen.compiled)
     assert len(rows) == 4
-    assert all(r["precision"] in ("i8", "u8") for r in rows), rows
+    assert all(r.precision in ("i8", "u8") for r in rows), rows
 
 
 def test_int8_keeps_the_energy_scale(inputs, ov_fp32, int8_model) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +168,7 @@ def test_exec_config_validation() -> None:
 
 
 def test_upsample_conv_rewrite_is_exact(inputs, torch_ref) -> None:  # type: ignore[no-untyped-def]
-    from caloforge.runtime.graph_opt import fold_upsample_convolutions
+    from caloforge.ovgraph import fold_upsample_convolutions
     from caloforge.runtime.modelfile import read_ov_model
 
     model = read_ov_model(None).model.clone()

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from caloforge.cli._scale import add_scale_arguments, produce_from_args, wants_scale
 from caloforge.errors import UserError
 from caloforge.scale import (
     EnergySpec,
     Plan,
     ProducerSpec,
-    add_scale_arguments,
     merge_production,
     open_production,
     produce,
-    produce_from_args,
-    wants_scale,
 )
 from caloforge.scale.plan import shard_seed_sequences
 

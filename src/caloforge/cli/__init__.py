@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"caloforge.cli.{name}")
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name == f"caloforge.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"caloforge.cli.{name}").register(sub)
     return parser
 
 

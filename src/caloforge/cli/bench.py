@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from caloforge.atomic import write_json
     from caloforge.errors import UserError
+    from caloforge.workflows import format_table, plot, run_bench
 
     if args.tuned is not None and not Path(args.tuned).is_file():
         raise UserError(f"{args.tuned}: no such model file")
@@ -50,13 +51,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--batches {args.batches!r}: batch sizes must be >= 1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from caloforge.runtime.bench import format_table, plot, run_bench
-
         report = run_bench(args.quick, model=args.model, batches=batches, rounds=args.rounds,
-                           include_mc=not args.no_mc, tuned=args.tuned,
+                           mc_seconds=0.0 if args.no_mc else None, tuned=args.tuned,
                            log=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     print(format_table(report))
-    write_json(args.json, report)
+    write_json(args.json, report.to_json())
     plot(report, args.plot)
     print(f"wrote {args.json} and {args.plot}")
     return 0

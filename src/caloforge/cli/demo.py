@@ -35,8 +35,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: Library parameter names (caloforge.demo) -> this command's flags, for its error messages.
+FLAGS = {"n_events": "--n-events", "seed": "--seed", "tune_timeout_s": "--tune-timeout",
+         "tune_max_trials": "--max-trials", "output_dir": "--output", "resume=True": "--resume",
+         "resume=False": "no --resume"}
+
+
+def _flag_words(message: str) -> str:
+    import re
+
+    return re.sub("|".join(rf"(?<![\w-]){re.escape(k)}(?![\w=])" for k in FLAGS),
+                  lambda m: FLAGS[m.group(0)], message)
+
+
 def run(args: argparse.Namespace) -> int:
     from caloforge.demo import run_demo
+    from caloforge.errors import UserError
     from caloforge.iocheck import check_io
 
     check_io(dirs={args.output: ()})  # the demo reads no user file
@@ -45,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["tune_timeout_s"] = args.tune_timeout
     if args.max_trials is not None:
         overrides["tune_max_trials"] = args.max_trials
-    run_demo(args.output, quick=args.quick, n_events=args.n_events, seed=args.seed,
-             skip_tuning=args.skip_tuning, resume=args.resume, progress=not args.no_progress,
-             **overrides)
+    try:
+        run_demo(args.output, quick=args.quick, n_events=args.n_events, seed=args.seed,
+                 skip_tuning=args.skip_tuning, resume=args.resume, progress=not args.no_progress,
+                 **overrides)
+    except UserError as exc:  # the library names parameters; say which flag
+        raise UserError(_flag_words(str(exc))) from None
     return 0

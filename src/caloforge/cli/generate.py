@@ -13,7 +13,7 @@ from caloforge.cli._common import (
     positive_int,
     seed_int,
 )
-from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
+from caloforge.cli._scale import add_scale_arguments, produce_from_args, wants_scale
 
 
 def _streams(text: str) -> int | str:

@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from caloforge.errors import NoPassError, UserError
-    from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available, tune
-    from caloforge.quant import gan_objective as go
+    from caloforge.ovgraph import read_model
+    from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available
     from caloforge.quant.params import candidate_sets
+    from caloforge.workflows import tune_generator
 
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
         raise UserError(f"--tolerance {args.tolerance!r}: must be a finite number >= 0")
@@ -84,19 +85,14 @@ def run(args: argparse.Namespace) -> int:
     check_io(inputs=[args.model, args.reference],
              dirs={args.output: ("model.xml", "model.bin", "model_qdq.onnx", "history.jsonl",
                                  "report.*", "result.json", "best.json")})
-    if args.model is None:
-        from caloforge.gan.shipped import default_onnx_path
-
-        model = default_onnx_path()
-    else:
+    model = None
+    if args.model is not None:
         model = Path(args.model)
         if model.is_dir():
             raise UserError(f"{model}: is a directory, expected a model file (.onnx)")
         if not model.is_file():
             raise UserError(f"{model}: no such model file")
-        from caloforge.quant.build import read_model
-
-        read_model(str(model))  # a bad model file fails now, not after the reference is made
+        read_model(model)  # a bad model file fails now, not after the reference is made
     if args.reference is not None and not Path(args.reference).exists():
         raise UserError(f"{args.reference}: no such reference file")
     out = Path(args.output)
@@ -104,27 +100,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: exists and is not a directory")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"{out}: {out.parent} is not a directory")
-    n_ref = args.reference_events or (2000 if args.reference else 700)
-    say = (lambda msg: None) if args.quiet else print
-    source: object = model
-    sha = None
-    if not args.no_rewrite:
-        source, sha, folded = go.runtime_graph(model)
-        say(f"tuning the runtime's rewritten graph ({len(folded)} layers folded)")
-    say(f"preparing the objective ({'reference ' + args.reference if args.reference else f'simulating a {n_ref}-event MC reference'}) ...")
-    objective = go.gan_objective(model, args.reference, calibration_size=args.calibration_size,
-                                 reference_events=n_ref, seed=args.seed)
-    say(f"objective: {objective.description}; calibration {args.calibration_size} events over "
-        f"{objective.energy_range[0]:g}-{objective.energy_range[1]:g} GeV")
     criterion = Criterion(args.tolerance, relative=args.relative,
                           higher_is_better=args.higher_is_better)
-    result = tune(source, objective.calibration, objective.evaluate, criterion, strategy,
-                  args.output, resume=args.resume, timeout_s=args.timeout,
-                  max_trials=args.max_trials, precisions=(INT8, FP32) if args.no_bf16 else None,
-                  params=candidate_sets(args.preset, args.range_estimator, args.bias_correction),
-                  latency_batch=args.latency_batch, model_sha256=sha,
-                  export_qdq=not args.no_qdq, qdq_source=None if args.no_rewrite else model,
-                  progress=say)
+    say = (lambda msg: None) if args.quiet else print
+    try:
+        tuning = tune_generator(
+            args.output, model, args.reference, criterion=criterion, strategy=strategy,
+            rewrite=not args.no_rewrite, calibration_size=args.calibration_size,
+            reference_events=args.reference_events or (2000 if args.reference else 700),
+            seed=args.seed, resume=args.resume, timeout_s=args.timeout, max_trials=args.max_trials,
+            precisions=(INT8, FP32) if args.no_bf16 else None,
+            params=candidate_sets(args.preset, args.range_estimator, args.bias_correction),
+            latency_batch=args.latency_batch, export_qdq=not args.no_qdq, progress=say)
+    except UserError as exc:  # the library names parameters; say which flag
+        raise UserError(str(exc).replace("resume=True", "--resume")) from None
+    result = tuning.result
+    assert result is not None
     if not args.quiet:
         print(f"outputs in {result.output_dir}: model.xml/.bin, report.md, history.jsonl"
               + (", model_qdq.onnx" if result.qdq_onnx_path else f" (QDQ ONNX {result.qdq_status or 'not exported'})"))

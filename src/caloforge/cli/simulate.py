@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from caloforge.cli._common import add_energy_arguments, parse_energies, parse_range, seed_int
+from caloforge.cli._scale import add_scale_arguments, produce_from_args, wants_scale
 from caloforge.errors import UserError
 from caloforge.iocheck import check_io
-from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

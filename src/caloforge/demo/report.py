@@ -14,6 +14,8 @@ from typing import Any
 from caloforge.demo.settings import DemoSettings
 from caloforge.physics.report import Report, fmt
 from caloforge.physics.validate import HEADLINE
+from caloforge.runtime.bench import layouts as bench_layouts
+from caloforge.workflows.bench_rows import TUNED, BenchReport, BenchRow
 
 #: The case study's numbers (shared/reference/3dgan.md; Rehm et al., ICPRAM 2021).
 CASE_STUDY = {"metric_fp32": 0.0612, "metric_int8": 0.0532, "int8_vs_fp32": 1.8,
@@ -36,20 +38,18 @@ def _pct(v: float | None) -> str | None:
     return None if v is None else f"{v:.0%}"
 
 
-def _row(r: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not r:
+def _row(r: BenchRow | None) -> dict[str, Any] | None:
+    if r is None:
         return None
-    return {"median": r["median"], "low": r["low"], "high": r["high"],
-            "layout": f"{r['streams']}x{r['threads']}", "key": r["key"]}
+    return {"median": r.median, "low": r.low, "high": r.high, "layout": r.layout, "key": r.key}
 
 
 def build_summary(results: dict[str, dict[str, Any]], settings: DemoSettings) -> dict[str, Any]:
     """Headline numbers from the stage results (every number of the report's table)."""
-    from caloforge.demo import speed
-
     v_fp32, v_tuned = results["validate-fp32"], results["validate-tuned"]
-    tune, bench, mc = results["tune"], results["bench"], results["mc"]
-    machine = bench["machine"]
+    tune, mc = results["tune"], results["mc"]
+    bench = BenchReport.from_json(results["bench"])
+    machine = bench.machine
     cores = int(machine["cores"])
     tuned_kind = tune.get("kind", "tuned")
     tuned_label = "tuned INT8" if tuned_kind == "tuned" else "INT8 (full, untuned)"
@@ -66,14 +66,13 @@ def build_summary(results: dict[str, dict[str, Any]], settings: DemoSettings) ->
                  "int8_share": tune.get("best_int8_share"), "config": tune.get("best_config"),
                  "trials": len(tune.get("trials", [])), "stop_reason": tune.get("stop_reason"),
                  "latency_speedup": tune.get("latency_speedup"), "events": tune.get("reference_events")}
-    has_tuned = speed.best(bench, speed.TUNED) is not None
-    best = {"torch": _row(speed.best(bench, "fp32", runtime="torch")),
-            "fp32": _row(speed.best(bench, "fp32")), "int8": _row(speed.best(bench, "int8")),
-            "tuned": _row(speed.best(bench, speed.TUNED)) if has_tuned
-            else _row(speed.best(bench, "int8"))}
+    has_tuned = bench.best(TUNED) is not None
+    best = {"torch": _row(bench.best("fp32", runtime="torch")),
+            "fp32": _row(bench.best("fp32")), "int8": _row(bench.best("int8")),
+            "tuned": _row(bench.best(TUNED)) if has_tuned else _row(bench.best("int8"))}
     layouts: dict[str, dict[str, Any]] = {}
-    for key, prec in (("fp32", "fp32"), ("int8", "int8"), ("tuned", speed.TUNED)):
-        rows = {f"{s}x{t}": _row(speed.best(bench, prec, s, t)) for s, t in speed.layouts(cores)}
+    for key, prec in (("fp32", "fp32"), ("int8", "int8"), ("tuned", TUNED)):
+        rows = {f"{s}x{t}": _row(bench.best(prec, s, t)) for s, t in bench_layouts(cores)}
         if any(rows.values()):
             layouts[key] = {k: v for k, v in rows.items() if v}
     med = {k: (v or {}).get("median") for k, v in best.items()}
@@ -81,7 +80,7 @@ def build_summary(results: dict[str, dict[str, Any]], settings: DemoSettings) ->
                       (v.get(f"1x{cores}") or {}).get("median")) for k, v in layouts.items()}
     best_gan = max((r for r in best.values() if r and r["key"] and not r["key"].startswith("torch")),
                    key=lambda r: r["median"])
-    mc100 = (bench.get("mc") or {}).get("showers_per_s")
+    mc100 = None if bench.mc is None else bench.mc.showers_per_s
     s_, t_ = (int(v) for v in best_gan["layout"].split("x"))
     used = min(cores, s_ * t_)  # cores the fastest GAN configuration runs on
     speedup = {
@@ -347,14 +346,13 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
                     tr["note"]]
                    for i, tr in enumerate(tn.get("trials", []))])
     # bench
-    b = st["bench"]
+    b = BenchReport.from_json(st["bench"])
     rep.heading("Benchmark")
-    rep.text(f"\nAll configurations timed in rotation ({b['settings']['rounds']} rounds of "
-             f"~{b['settings']['sample_seconds']:g} s), batch {h['batch']}, 100 GeV. "
+    rep.text(f"\nAll configurations timed in rotation ({b.settings['rounds']} rounds of "
+             f"~{b.settings['sample_seconds']:g} s), batch {h['batch']}, 100 GeV. "
              "Full table: [bench/bench.txt](bench/bench.txt), [bench/bench.json](bench/bench.json).")
     rep.table(["configuration", "showers/s", "min", "max", "x OpenVINO FP32"],
-              [[r["key"], r["median"], r["low"], r["high"], r["vs_openvino_fp32_best"]]
-               for r in b["results"]])
+              [[r.key, r.median, r.low, r.high, r.vs_openvino_fp32_best] for r in b.rows])
     rep.image("bench/bench.png", "caloforge bench chart")
     rep.heading("Stage timings")
     rep.table(["stage", "seconds", "note"],

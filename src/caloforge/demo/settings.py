@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from caloforge.errors import UserError
+from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
+from caloforge.workflows.objective import BIN_ENERGIES_GEV
 
-#: 3DGAN metric energy bins (GeV) and their half width (caloforge.physics.shape_metric).
-BIN_CENTRES_GEV = (50.0, 100.0, 200.0, 250.0, 300.0, 400.0, 500.0)
+#: 3DGAN metric energy bins (GeV; caloforge.physics.shape_metric.DEFAULT_BINS).
+BIN_CENTRES_GEV = BIN_ENERGIES_GEV
 #: Reference energies are drawn uniformly within +- this of a bin centre: inside the metric's
 #: +- 5 GeV window with a margin, so float rounding never moves an event out of its bin.
 ENERGY_HALF_WINDOW_GEV = 4.5
@@ -77,25 +79,27 @@ def settings_for(quick: bool = False, *, n_events: int | None = None, seed: int 
 
 
 def check(s: DemoSettings) -> None:
-    """Raise :class:`UserError` for settings the demo cannot run with."""
+    """Raise :class:`UserError` (naming the field) for settings the demo cannot run with."""
     need = MIN_EVENTS_PER_BIN * len(BIN_CENTRES_GEV)
     if s.n_events < need:
-        raise UserError(f"--n-events {s.n_events}: at least {need} are needed "
+        raise UserError(f"n_events {s.n_events}: at least {need} are needed "
                         f"({MIN_EVENTS_PER_BIN} per 3DGAN metric bin x {len(BIN_CENTRES_GEV)} bins)")
     if not need <= s.tune_events <= s.n_events:
         raise UserError(f"tune_events {s.tune_events}: must be between {need} and "
-                        f"--n-events ({s.n_events})")
+                        f"n_events ({s.n_events})")
     if s.seed < 0:
-        raise UserError(f"--seed {s.seed}: must be a non-negative integer")
+        raise UserError(f"seed {s.seed}: must be a non-negative integer")
     if not s.tune_timeout_s > 0:  # also NaN
-        raise UserError(f"--tune-timeout {s.tune_timeout_s}: must be positive")
+        raise UserError(f"tune_timeout_s {s.tune_timeout_s}: must be positive")
     if s.tune_max_trials is not None and s.tune_max_trials < 1:
-        raise UserError(f"--max-trials {s.tune_max_trials}: must be >= 1")
+        raise UserError(f"tune_max_trials {s.tune_max_trials}: must be >= 1")
     if s.bench_batch < 1 or s.bench_rounds < 1 or not s.bench_sample_s > 0 or s.calibration_size < 1:
-        raise UserError("bench batch, rounds, sample time and calibration size must be positive")
+        raise UserError("bench_batch, bench_rounds, bench_sample_s, calibration_size: must be "
+                        "positive")
 
 
-def usable_bins(trained_range: tuple[float, float] = (2.0, 500.0)) -> tuple[float, ...]:
+def usable_bins(trained_range: tuple[float, float] = TRAINED_ENERGY_RANGE_GEV
+                ) -> tuple[float, ...]:
     """The metric bin centres (GeV) inside the generator's trained range."""
     lo, hi = trained_range
     bins = tuple(c for c in BIN_CENTRES_GEV if lo <= c <= hi)
@@ -105,7 +109,8 @@ def usable_bins(trained_range: tuple[float, float] = (2.0, 500.0)) -> tuple[floa
     return bins
 
 
-def reference_energies(n: int, seed: int, trained_range: tuple[float, float] = (2.0, 500.0)
+def reference_energies(n: int, seed: int,
+                       trained_range: tuple[float, float] = TRAINED_ENERGY_RANGE_GEV
                        ) -> np.ndarray:
     """Primary energies (GeV, float64) of the demo's reference sample.
 

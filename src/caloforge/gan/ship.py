@@ -1,7 +1,7 @@
 """Install a trained generator as the package default (``caloforge/gan/default/``).
 
-    python -m caloforge.gan.ship RUN_DIR [--epoch K] [--test-data MC.h5] [--floor-data MC2.h5]
-    caloforge train --export-default RUN_DIR [...]          (same thing)
+    caloforge train --export-default RUN_DIR [...]     (the command line)
+    export_default(run_dir, epoch=None, test_data=..., floor_data=...)   (the library)
 
 Writes ``generator.safetensors``, ``generator.onnx`` (via :func:`caloforge.gan.export.export_onnx`)
 and ``model_card.json``, each atomically, the card last. The card records the training data
@@ -12,11 +12,9 @@ MC-vs-MC floor (``--test-data`` against ``--floor-data``), and the command to re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,27 +185,3 @@ def _onnx_parity(gen: Any, onnx_path: Path) -> float | None:
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"z": z.numpy(), "energy": e.numpy()})[0]
     return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m caloforge.gan.ship", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir")
-    p.add_argument("--epoch", type=int, default=None)
-    p.add_argument("--test-data")
-    p.add_argument("--floor-data")
-    p.add_argument("--reproduce")
-    p.add_argument("--dest", default=str(DEFAULT_DIR))
-    p.add_argument("--note")
-    a = p.parse_args(argv)
-    try:
-        card = export_default(a.run_dir, a.epoch, a.test_data, a.floor_data, a.reproduce, a.dest,
-                              note=a.note)
-    except CaloforgeError as exc:
-        print(f"caloforge.gan.ship: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps({k: card.get(k) for k in ("source", "metric", "mc_floor")}, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -8,17 +8,25 @@ Library entry point: :func:`tune`. Example::
                   criterion=Criterion(tolerance=0.01), strategy="ranked", output_dir="tuned")
     print(result.summary())
 
-See docs/quantization.md.
+Parts: ``options`` (:class:`TuneOptions`), ``objective`` (the metric and the :class:`Criterion`),
+``session`` (build, measure, cache, best model), ``strategies`` (registry), ``records``
+(:class:`TrialRecord`, :class:`TuningResult`), ``history``, ``report``. The OpenVINO graph work
+(calibration recipe, precision marking, layer lookup) is :mod:`caloforge.ovgraph`'s; tuning the
+3DGAN generator in one call is :func:`caloforge.workflows.tune_generator`. See
+docs/quantization.md.
 """
 
-from caloforge.quant.build import compile_model
+from caloforge.ovgraph import compile_model
 from caloforge.quant.config import BF16, FP32, INT8, Config
 from caloforge.quant.history import read_history
-from caloforge.quant.objective import Criterion
+from caloforge.quant.objective import Criterion, Evaluate, Objective
+from caloforge.quant.options import TuneOptions
+from caloforge.quant.records import TrialRecord, TuningResult
 from caloforge.quant.strategies import DEFAULT_STRATEGY, Strategy, available, register
-from caloforge.quant.tuner import TrialRecord, TuningResult, tune
+from caloforge.quant.tuner import tune
 
 __all__ = [
-    "BF16", "DEFAULT_STRATEGY", "FP32", "INT8", "Config", "Criterion", "Strategy", "TrialRecord",
-    "TuningResult", "available", "compile_model", "read_history", "register", "tune",
+    "BF16", "DEFAULT_STRATEGY", "FP32", "INT8", "Config", "Criterion", "Evaluate", "Objective",
+    "Strategy", "TrialRecord", "TuneOptions", "TuningResult", "available", "compile_model",
+    "read_history", "register", "tune",
 ]

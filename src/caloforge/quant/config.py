@@ -13,15 +13,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from caloforge.quant.params import DEFAULT_PARAM_SETS
+from caloforge.ovgraph.calibrate import DEFAULT_QUANT_PARAMS
+from caloforge.ovgraph.precisions import BF16, FP32, INT8, PRECISIONS
 
-INT8 = "int8"
-BF16 = "bf16"
-FP32 = "fp32"
-PRECISIONS = (INT8, BF16, FP32)
-"""Precisions a layer can be given, fastest first."""
+__all__ = ["BF16", "DEFAULT_PARAMS", "FP32", "INT8", "PRECISIONS", "Config"]
 
-DEFAULT_PARAMS: Mapping[str, Any] = MappingProxyType(dict(DEFAULT_PARAM_SETS[0]))
+DEFAULT_PARAMS: Mapping[str, Any] = DEFAULT_QUANT_PARAMS
 """Quantization parameters of a configuration that names none (the first default set)."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import openvino as ov
 
+from caloforge.ovgraph import runtime_precisions
 from caloforge.quant.config import BF16, FP32, INT8
 from caloforge.quant.space import Layer
 
@@ -26,11 +27,6 @@ class RuntimeLayer:
     runtime_precision: str  # as reported, e.g. u8, bf16, f32
     layer_type: str  # runtime node type, e.g. Convolution, FullyConnected
     primitive: str  # kernel, e.g. brgconv_avx512_amx_int8 (may be empty)
-
-
-def _rt(node: ov.Node, key: str) -> str:
-    info = node.get_rt_info()
-    return str(info[key].astype(str)) if key in info else ""
 
 
 def _aliases(model: ov.Model | None, layers: Sequence[Layer]) -> dict[str, list[str]]:
@@ -55,35 +51,31 @@ def _aliases(model: ov.Model | None, layers: Sequence[Layer]) -> dict[str, list[
     return result
 
 
-def runtime_precisions(compiled: ov.CompiledModel, layers: Sequence[Layer],
-                       model: ov.Model | None = None) -> dict[str, RuntimeLayer]:
-    """Map each layer name to the runtime node that executes it (matched by original names).
+def layer_precisions(compiled: ov.CompiledModel, layers: Sequence[Layer],
+                     model: ov.Model | None = None) -> dict[str, RuntimeLayer]:
+    """Map each layer name to the runtime node that executes it (matched by original names;
+    :func:`caloforge.ovgraph.runtime_precisions` lists the runtime nodes).
 
     ``model`` (the ov.Model that was compiled) lets a layer whose own name disappeared in a
     fusion be found through the ops it was fused with.
     """
     aliases = _aliases(model, layers)
-    runtime = compiled.get_runtime_model()
-    nodes = []
-    for node in runtime.get_ordered_ops():
-        names = [n for n in _rt(node, "originalLayersNames").split(",") if n]
-        nodes.append((node, names))
+    nodes = runtime_precisions(compiled, compute_only=False)
     result: dict[str, RuntimeLayer] = {}
     for layer in layers:
         found = None
         for alias in aliases[layer.name]:
             prefix = alias + "/"
-            found = next((node for node, names in nodes
-                          if any(n == alias or n.startswith(prefix) for n in names)), None)
+            found = next((node for node in nodes if any(
+                n == alias or n.startswith(prefix) for n in node.original_names)), None)
             if found is not None:
                 break
         if found is None:
             result[layer.name] = RuntimeLayer(layer.name, "unknown", "", "", "")
             continue
-        rp = _rt(found, "runtimePrecision").lower()
+        rp = found.precision.lower()
         result[layer.name] = RuntimeLayer(
-            layer.name, _RUNTIME_TO_PRECISION.get(rp, "unknown"), rp,
-            _rt(found, "layerType"), _rt(found, "primitiveType"))
+            layer.name, _RUNTIME_TO_PRECISION.get(rp, "unknown"), rp, found.type, found.kernel)
     return result
 
 

@@ -1,9 +1,12 @@
-"""The accuracy criterion: does a candidate's metric stay close enough to the FP32 model's?"""
+"""The objective: the user's metric (:data:`Evaluate`) and the accuracy criterion (does a
+candidate's metric stay close enough to the FP32 model's?), combined in :class:`Objective`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,23 @@ class Criterion:
     def to_json(self) -> dict[str, object]:
         return {"tolerance": self.tolerance, "relative": self.relative,
                 "higher_is_better": self.higher_is_better}
+
+
+Evaluate = Callable[[Any], float]
+"""``evaluate(compiled_model) -> metric``. ``compiled_model(inputs: dict) -> results`` (an
+``openvino.CompiledModel``: ``compiled_model(inputs)[0]`` is the first output)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the tuner optimises against: the user's metric and the criterion it must meet.
+
+    The one place the tuning session asks "how good is this candidate?" (:meth:`measure`) and
+    "is it good enough?" (``criterion``)."""
+
+    evaluate: Evaluate
+    criterion: Criterion = Criterion()
+
+    def measure(self, compiled: Any) -> float:
+        """The metric of a compiled candidate (a float; NaN never passes)."""
+        return float(self.evaluate(compiled))

@@ -24,31 +24,29 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caloforge.errors import UserError
+from caloforge.ovgraph.calibrate import (
+    DEFAULT_QUANT_PARAMS,
+    PRESETS,
+    RANGES,
+    describe_params,
+    nncf_arguments,
+    normalize_params,
+)
 
-PRESETS = ("performance", "mixed")
-RANGES = ("minmax", "mean_minmax", "histogram")
+__all__ = ["DEFAULT_PARAM_SETS", "PRESETS", "RANGES", "candidate_sets", "describe",
+           "nncf_arguments", "normalize", "param_sets"]
+
+normalize = normalize_params
+describe = describe_params
 
 DEFAULT_PARAM_SETS: tuple[dict[str, Any], ...] = (
-    {"preset": "performance", "range": "minmax", "bias_correction": False},
+    dict(DEFAULT_QUANT_PARAMS),  # performance / minmax
     {"preset": "performance", "range": "histogram", "bias_correction": False},
     {"preset": "mixed", "range": "minmax", "bias_correction": False},
     {"preset": "mixed", "range": "histogram", "bias_correction": False},
     {"preset": "performance", "range": "mean_minmax", "bias_correction": False},
 )
 """Parameter sets the tuner tries by default, in this order (ties go to the earlier one)."""
-
-
-def normalize(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``params`` completed with the defaults (the first default set) and checked."""
-    out = dict(DEFAULT_PARAM_SETS[0])
-    out.update(params or {})
-    if out["preset"] not in PRESETS:
-        raise UserError(f"unknown quantization preset {out['preset']!r}; choose from {', '.join(PRESETS)}")
-    if out["range"] not in RANGES:
-        raise UserError(f"unknown activation range estimator {out['range']!r}; "
-                        f"choose from {', '.join(RANGES)}")
-    out["bias_correction"] = bool(out["bias_correction"])
-    return out
 
 
 def param_sets(params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -61,46 +59,13 @@ def param_sets(params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -
     else:
         raw = list(params)
     if not raw:
-        raise UserError("no quantization parameter set to try")
+        raise UserError("params: no quantization parameter set to try")
     out: list[dict[str, Any]] = []
     for p in raw:
         n = normalize(p)
         if n not in out:
             out.append(n)
     return out
-
-
-def describe(params: Mapping[str, Any]) -> str:
-    """Short text, e.g. ``"performance/minmax"`` (``+bc`` with bias correction)."""
-    text = f"{params.get('preset', '?')}/{params.get('range', '?')}"
-    return text + ("+bc" if params.get("bias_correction") else "")
-
-
-def nncf_arguments(params: Mapping[str, Any], *, keep_weights: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``nncf.quantize`` (``preset``, ``advanced_parameters``) for ``params``.
-
-    ``keep_weights``: keep FP32 weights behind FakeQuantize nodes (OpenVINO backend) so that a
-    layer can be restored to float later (the tuner's builder needs this).
-    """
-    import logging
-
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-    nncf.set_log_level(logging.ERROR)  # its INFO lines are not for our users
-    p = normalize(params)
-    preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
-              "mixed": nncf.QuantizationPreset.MIXED}[p["preset"]]
-    estimators = {"minmax": RangeEstimatorParametersSet.MINMAX,
-                  "mean_minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
-                  "histogram": RangeEstimatorParametersSet.HISTOGRAM}
-    advanced = AdvancedQuantizationParameters(
-        disable_bias_correction=not p["bias_correction"],
-        activations_range_estimator_params=estimators[p["range"]],
-        backend_params={"compress_weights": False} if keep_weights else {},
-    )
-    return {"preset": preset, "fast_bias_correction": True, "advanced_parameters": advanced}
 
 
 def candidate_sets(preset: str | None = None, range_estimator: str | None = None,

@@ -35,7 +35,7 @@ _TUNED_ONNX = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _AGNOSTIC_ONNX = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Resize",
                             "MaxPool", "Slice", "Flatten", "DepthToSpace", "SpaceToDepth"})
 DENSE_FOLDED = "/dense_folded"
-"""Name suffix :mod:`caloforge.runtime.graph_opt` gives a dense layer folded into the
+"""Name suffix :mod:`caloforge.ovgraph.dense` gives a dense layer folded into the
 convolution after it (one layer of the tuned graph, two nodes of the ONNX file)."""
 
 

@@ -98,11 +98,11 @@ def _plot(result: TuningResult, path: Path) -> None:
     timed = [t for t in result.trials if t.latency_s is not None and t.metric is not None]
     front = [t for t in result.pareto_front]
     if timed:
-        ax1.scatter([t.latency_s * 1e3 for t in timed], [t.metric for t in timed],
+        ax1.scatter([(t.latency_s or 0.0) * 1e3 for t in timed], [t.metric for t in timed],
                     c=["tab:green" if t.passed else "tab:red" for t in timed], s=25,
                     label="candidates (green: pass)")
     if front:
-        ax1.plot([t.latency_s * 1e3 for t in front], [t.metric for t in front], "k--", lw=1,
+        ax1.plot([(t.latency_s or 0.0) * 1e3 for t in front], [t.metric for t in front], "k--", lw=1,
                  label="Pareto front")
     if result.baseline_latency_s is not None:
         ax1.scatter([result.baseline_latency_s * 1e3], [result.baseline_metric], marker="s",

@@ -11,9 +11,11 @@ Main entry points::
     quantize_int8(model, Calibration(...)) -> openvino.Model
     load_model(path) / save_model(model, path, precision=...)      (manifest-checked)
 
+``pad_small_convolutions`` and ``runtime_precisions`` are :mod:`caloforge.ovgraph`'s.
 OpenVINO is imported on first use, not by importing this package.
 """
 
+from caloforge.ovgraph import pad_small_convolutions, runtime_precisions
 from caloforge.runtime import onnxruntime_backend as _ort  # noqa: F401  (registers)
 from caloforge.runtime import openvino_backend as _ov  # noqa: F401  (registers)
 from caloforge.runtime import torch_backend as _pt  # noqa: F401  (registers)
@@ -36,12 +38,8 @@ from caloforge.runtime.generate import (
 )
 from caloforge.runtime.modelfile import LoadedModel, read_ov_model, save_model
 from caloforge.runtime.noise import latent_noise, uniform_energies
-from caloforge.runtime.openvino_backend import (
-    Calibration,
-    pad_small_convolutions,
-    quantize_int8,
-    runtime_precisions,
-)
+from caloforge.runtime.openvino_backend import load_generator
+from caloforge.runtime.quantize import Calibration, calibration_inputs, quantize_int8
 
 load_model = read_ov_model
 
@@ -55,6 +53,7 @@ __all__ = [
     "LoadedModel",
     "Throughput",
     "available_backends",
+    "calibration_inputs",
     "check_energies",
     "compile_model",
     "cpu_count",
@@ -62,6 +61,7 @@ __all__ = [
     "generate_to_file",
     "get_backend",
     "latent_noise",
+    "load_generator",
     "load_model",
     "measure_throughput",
     "pad_small_convolutions",

@@ -18,9 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from caloforge.errors import UserError
+from caloforge.facts import IMAGE_SHAPE
 
 PRECISIONS = ("fp32", "bf16", "int8")
-IMAGE_SHAPE = (25, 25, 25)
+__all__ = ["IMAGE_SHAPE", "PRECISIONS", "Backend", "CompiledGenerator", "ExecConfig",
+           "available_backends", "cpu_count", "get_backend", "register_backend"]
 
 
 def cpu_count() -> int:
@@ -128,8 +130,9 @@ class Backend(Protocol):
     name: str
     precisions: tuple[str, ...]
 
-    def compile(self, model: Any, precision: str = "fp32", config: ExecConfig | None = None,
-                **options: Any) -> CompiledGenerator: ...
+    def compile(self, *args: Any, **kwargs: Any) -> CompiledGenerator:
+        """``compile(model, precision="fp32", config=None, **backend_options)``."""
+        ...
 
 
 _REGISTRY: dict[str, Callable[[], Backend]] = {}

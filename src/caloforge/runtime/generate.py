@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ class ExtrapolationWarning(UserWarning):
     """Energies outside the range the generator was trained on."""
 
 
-def check_energies(energies: np.ndarray, energy_range: tuple[float, float] | None,
+def check_energies(energies: np.ndarray | Sequence[float],
+                   energy_range: tuple[float, float] | None,
                    allow_extrapolation: bool = False, what: str = "energies") -> np.ndarray:
     """Finite, positive, and inside ``energy_range`` (GeV) unless ``allow_extrapolation``."""
     e = np.asarray(energies, dtype=np.float64).reshape(-1)

@@ -12,29 +12,26 @@ against it, and checks that the graph is a caloforge generator (inputs ``z`` (B,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caloforge.atomic import write_json
+from caloforge.data.manifest import sha256_file
 from caloforge.errors import UserError
+from caloforge.facts import IMAGE_SHAPE, LATENT_DIM
+from caloforge.ovgraph import is_quantized, read_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openvino as ov
 
 MANIFEST_FORMAT = "caloforge-model"
 MANIFEST_VERSION = 1
 INPUT_Z, INPUT_ENERGY, OUTPUT = "z", "energy", "showers"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_path(model_path: str | os.PathLike[str]) -> Path:
@@ -55,7 +52,7 @@ class LoadedModel:
     ``manifest`` (dict or None), ``precision`` (from the manifest, else ``int8`` when the graph
     holds FakeQuantize nodes, else ``fp32``), ``energy_range_gev`` (or None when unknown)."""
 
-    model: Any
+    model: ov.Model
     path: Path | None
     manifest: dict[str, Any] | None = None
     precision: str = "fp32"
@@ -64,12 +61,7 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def is_quantized(model: Any) -> bool:
-    """True when an ``openvino.Model`` carries quantization (FakeQuantize) nodes."""
-    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-
-
-def check_interface(model: Any, where: str) -> None:
+def check_interface(model: ov.Model, where: str) -> None:
     """Raise UserError unless ``model`` has the generator's inputs and output."""
     inputs = {}
     for port in model.inputs:
@@ -88,8 +80,8 @@ def check_interface(model: Any, where: str) -> None:
             problems.append(f"inputs {sorted(inputs)} (expected 'z' and 'energy')")
         else:
             if zs.rank.is_dynamic or zs.rank.get_length() != 2 or zs[1].is_dynamic \
-                    or zs[1].get_length() != 200:
-                problems.append(f"input 'z' has shape {zs} (expected [?,200])")
+                    or zs[1].get_length() != LATENT_DIM:
+                problems.append(f"input 'z' has shape {zs} (expected [?,{LATENT_DIM}])")
             if es.rank.is_dynamic or es.rank.get_length() != 1:
                 problems.append(f"input 'energy' has shape {es} (expected [?])")
     if len(model.outputs) != 1 or OUTPUT not in outputs:
@@ -97,7 +89,8 @@ def check_interface(model: Any, where: str) -> None:
     else:
         os_ = outputs[OUTPUT]
         if os_.rank.is_dynamic or os_.rank.get_length() != 4 or any(
-            d.is_dynamic or d.get_length() != 25 for d in list(os_)[1:]
+            d.is_dynamic or d.get_length() != n for d, n in zip(list(os_)[1:], IMAGE_SHAPE,
+                                                                 strict=False)
         ):
             problems.append(f"output 'showers' has shape {os_} (expected [?,25,25,25])")
     if problems:
@@ -133,21 +126,12 @@ def verify_manifest(model_path: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # OpenVINO messages start with a source location; the last line is the useful one.
-    msg = lines[-1] if lines else type(exc).__name__
-    return msg[:300]
-
-
-def read_ov_model(path: str | os.PathLike[str], core: Any = None) -> LoadedModel:
+def read_ov_model(path: str | os.PathLike[str] | None) -> LoadedModel:
     """Read and check an ONNX or IR generator (``None``: the shipped ONNX)."""
-    import openvino as ov
-
     from caloforge.gan.shipped import default_model_card, default_onnx_path
 
     shipped = path is None
-    p = default_onnx_path() if shipped else Path(path)
+    p = default_onnx_path() if path is None else Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such model file")
     if p.is_dir():
@@ -160,12 +144,7 @@ def read_ov_model(path: str | os.PathLike[str], core: Any = None) -> LoadedModel
     manifest = read_manifest(p)
     if manifest is not None:
         verify_manifest(p, manifest)
-    core = core or ov.Core()
-    try:
-        model = core.read_model(str(p))
-    except Exception as exc:
-        kind = "ONNX" if suffix == ".onnx" else "OpenVINO IR"
-        raise UserError(f"{p}: not a valid {kind} model ({_first_line(exc)})") from None
+    model = read_model(p)
     check_interface(model, str(p))
     quantized = is_quantized(model)
     if manifest is not None:
@@ -200,15 +179,15 @@ def build_manifest(
         "files": {f.name: sha256_file(f) for f in files},
         "calibration": calibration,
         "energy_range_gev": list(energy_range_gev) if energy_range_gev else None,
-        "inputs": {INPUT_Z: ["batch", 200], INPUT_ENERGY: ["batch"]},
-        "outputs": {OUTPUT: ["batch", 25, 25, 25]},
+        "inputs": {INPUT_Z: ["batch", LATENT_DIM], INPUT_ENERGY: ["batch"]},
+        "outputs": {OUTPUT: ["batch", *IMAGE_SHAPE]},
         "caloforge_version": __version__,
         **(extra or {}),
     }
 
 
 def save_model(
-    model: Any, path: str | os.PathLike[str], *, precision: str,
+    model: ov.Model | LoadedModel, path: str | os.PathLike[str], *, precision: str,
     source_sha256: str | None = None, energy_range_gev: tuple[float, float] | None = None,
     calibration: dict[str, Any] | None = None, source_onnx: str | os.PathLike[str] | None = None,
     extra: dict[str, Any] | None = None,

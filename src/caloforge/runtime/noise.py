@@ -32,7 +32,7 @@ def _blocks(seed: int, stream: int, start: int, stop: int, width: int,
         raise ValueError(f"bad event range [{start}, {stop})")
     n = stop - start
     shape = (n, width) if width else (n,)
-    out = np.empty(shape, dtype=np.float32 if draw == "normal" else np.float64)
+    out: np.ndarray = np.empty(shape, dtype=np.float32 if draw == "normal" else np.float64)
     if n == 0:
         return out
     first, last = start // BLOCK_EVENTS, (stop - 1) // BLOCK_EVENTS
@@ -40,6 +40,7 @@ def _blocks(seed: int, stream: int, start: int, stop: int, width: int,
     for k in range(first, last + 1):
         rng = np.random.default_rng([seed, stream, k])
         bshape = (BLOCK_EVENTS, width) if width else (BLOCK_EVENTS,)
+        block: np.ndarray
         if draw == "normal":
             block = rng.standard_normal(bshape, dtype=np.float32)
         else:

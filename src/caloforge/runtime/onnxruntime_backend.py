@@ -34,7 +34,7 @@ class ORTGenerator(CompiledGenerator):
 
 class ONNXRuntimeBackend:
     name = "onnxruntime"
-    precisions = ("fp32",)
+    precisions: tuple[str, ...] = ("fp32",)
 
     def compile(self, model: Any = None, precision: str = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> ORTGenerator:

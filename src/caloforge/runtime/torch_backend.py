@@ -71,7 +71,7 @@ class TorchBackend:
     """PyTorch eager, FP32 only, one stream (``threads`` intra-op threads)."""
 
     name = "torch"
-    precisions = ("fp32",)
+    precisions: tuple[str, ...] = ("fp32",)
 
     def compile(self, model: Any = None, precision: str = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> TorchGenerator:

@@ -6,13 +6,13 @@
         images, energies = prod.read(0, 100)
 
 See docs/scale.md: sharding and seeds, the manifest, resume, fault tolerance, clusters.
-Dask is imported only when a production actually runs on it, h5py only when one is made or read
-(``caloforge --help`` imports the CLI helpers only).
+Dask is imported only when a production actually runs on it, h5py only when one is made or read.
+The command-line options (``--workers``, ``--scheduler``, ``--shard-size``) are
+:mod:`caloforge.cli._scale`'s.
 """
 
 from typing import Any
 
-from caloforge.scale.cli import add_scale_arguments, produce_from_args, wants_scale
 from caloforge.scale.plan import DEFAULT_SHARD_SIZE, EnergySpec, Plan
 from caloforge.scale.producers import ProducerSpec, load_producer, register_producer
 
@@ -42,14 +42,11 @@ __all__ = [
     "ProductionError",
     "ProductionFile",
     "ProductionSummary",
-    "add_scale_arguments",
     "is_production",
     "load_producer",
     "merge_production",
     "open_production",
     "produce",
-    "produce_from_args",
     "register_producer",
     "run_shard",
-    "wants_scale",
 ]

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -174,7 +174,7 @@ class Plan:
             n_events=n,
             seed=self.seed if self.seeding == "event" else producer_seed(producer_ss),
             energies=self.energies,
-            energy_entropy=(int(energy_ss.entropy), *energy_ss.spawn_key),
+            energy_entropy=(int(cast(int, energy_ss.entropy)), *energy_ss.spawn_key),
             producer=self.producer,
             layout=self.layout,
             fingerprint=self.fingerprint(),

@@ -32,7 +32,7 @@ import numpy as np
 
 from caloforge.errors import UserError
 
-Producer = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+Producer = Callable[..., tuple[np.ndarray, np.ndarray]]
 """``producer(energies GeV float64 (n,), seed) -> (images float32 (n, X, Y, Z) GeV, energies (n,) GeV)``."""
 
 ProducerFactory = Callable[..., Producer]
@@ -113,7 +113,8 @@ class MCProducer:
 
     def __call__(self, energies: np.ndarray, seed: int,
                  first_event: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        return self._mc.simulate(energies, seed=seed, first_event=first_event, **self.options)
+        out = self._mc.simulate(energies, seed=seed, first_event=first_event, **self.options)
+        return out[0], out[1]
 
 
 def _make_mc(**options: Any) -> Producer:
@@ -262,8 +263,3 @@ def load_producer(spec: ProducerSpec) -> Producer:
             _CACHE[key] = producer
         return producer
 
-
-def clear_cache() -> None:
-    """Forget every cached producer in this process (frees loaded models)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()

@@ -393,11 +393,13 @@ def local_cluster(n_workers: int) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    # no dashboard; the scheduler's small HTTP server (health, metrics) on a free port
+    # no dashboard; the scheduler's small HTTP server (health, metrics) on a free port. Worker
+    # logs only at CRITICAL: a heartbeat racing the worker's own close logs a traceback at ERROR
+    # after a successful run (dask/distributed#7105); task errors come back through the futures.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
 

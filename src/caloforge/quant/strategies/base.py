@@ -16,8 +16,8 @@ from caloforge.quant.config import BF16, DEFAULT_PARAMS, FP32, INT8, Config
 from caloforge.quant.params import describe
 from caloforge.quant.space import Layer
 
-TRIAL = "trial"
-PROBE = "probe"
+TRIAL: Literal["trial"] = "trial"
+PROBE: Literal["probe"] = "probe"
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""The default objective for the 3DGAN generator: calibration inputs and the physics metric.
+"""The objective for tuning the 3DGAN generator: calibration inputs and the physics metric.
 
-Isolated adapter between the generic tuner and the rest of caloforge (``gan``, ``runtime``,
-``physics``, ``mc``): the tuner itself never imports those.
+The adapter between the generic tuner (:mod:`caloforge.quant`, which never imports ``gan``,
+``runtime``, ``physics`` or ``mc``) and the rest of caloforge.
 
 - Calibration: ``calibration_size`` single-event inputs, latent noise N(0,1)^200 x primary
-  energies uniform over the model's trained range (``runtime.noise``, seeded).
+  energies uniform over the model's trained range (:func:`caloforge.runtime.calibration_inputs`,
+  the runtime's full-INT8 calibration set too).
 - Evaluation: showers generated at the reference sample's energies, with fixed latent noise (the
   same for every candidate, so the comparison with FP32 is not blurred by sampling noise), scored
   with the 3DGAN shape metric (``physics.ShapeMetric``, lower is better) against the reference.
-- Reference: an HDF5 shower file (``--reference``); without one a GFlash Monte Carlo sample is
-  simulated at the metric's bin energies (50-500 GeV, ``reference_events`` events, seeded).
+- Reference: an HDF5 shower file (``reference``); without one a GFlash Monte Carlo sample is
+  simulated at the metric's bin energies (:data:`BIN_ENERGIES_GEV`, ``reference_events``
+  events, seeded).
 """
 
 from __future__ import annotations
@@ -18,14 +20,24 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caloforge.data.manifest import sha256_file
 from caloforge.errors import UserError
+from caloforge.facts import LATENT_DIM
+from caloforge.physics.shape_metric import DEFAULT_BINS
+from caloforge.runtime.quantize import calibration_inputs
 
-LATENT_DIM = 200
-BIN_ENERGIES_GEV = (50.0, 100.0, 200.0, 250.0, 300.0, 400.0, 500.0)
+if TYPE_CHECKING:  # pragma: no cover
+    import openvino as ov
+
+BIN_ENERGIES_GEV: tuple[float, ...] = tuple(float(b) for b in DEFAULT_BINS if b is not None)
+"""The 3DGAN metric's energy bins (GeV), from :data:`caloforge.physics.shape_metric.DEFAULT_BINS`."""
+
+__all__ = ["BIN_ENERGIES_GEV", "GanObjective", "calibration_inputs", "gan_objective",
+           "load_reference", "runtime_graph", "trained_energy_range"]
 
 
 @dataclass
@@ -39,34 +51,18 @@ class GanObjective:
     description: str
 
 
-def trained_energy_range(model_path: Path | None) -> tuple[float, float]:
-    """The energy range (GeV) the generator was trained on: manifest, model card, else 2-500."""
-    try:
-        if model_path is not None:
-            from caloforge.runtime.modelfile import read_manifest
+def trained_energy_range(model_path: str | os.PathLike[str] | None) -> tuple[float, float]:
+    """The energy range (GeV) the generator was trained on: from the model file's manifest, else
+    the shipped model's card (``None``: the shipped model). A corrupt manifest is a UserError."""
+    from caloforge.runtime.generate import trained_range
 
-            manifest = read_manifest(Path(model_path))
-            if manifest and manifest.get("energy_range_gev"):
-                lo, hi = manifest["energy_range_gev"]
-                return float(lo), float(hi)
-        from caloforge.gan.shipped import default_model_card
-
-        lo, hi = default_model_card()["energy_range_gev"]
-        return float(lo), float(hi)
-    except (ImportError, KeyError, TypeError, ValueError, UserError):
-        return 2.0, 500.0
-
-
-def calibration_inputs(n: int, energy_range: tuple[float, float], seed: int = 0,
-                       batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """``n`` events of calibration input (``z`` (b,200) float32, ``energy`` (b,) float32 GeV)."""
-    from caloforge.runtime.noise import latent_noise, uniform_energies
-
-    if n <= 0:
-        raise UserError(f"--calibration-size {n}: must be positive")
-    z = latent_noise(seed, 0, n, LATENT_DIM)
-    e = uniform_energies(seed, 0, n, *energy_range).astype(np.float32)
-    return [{"z": z[i:i + batch], "energy": e[i:i + batch]} for i in range(0, n, batch)]
+    found = trained_range(model_path)
+    if found is None and model_path is not None:  # a file without a manifest: the shipped card
+        found = trained_range(None)
+    if found is None:
+        raise UserError(f"{model_path or 'shipped model'}: its trained energy range is unknown "
+                        "(no manifest energy_range_gev, no model card)")
+    return found
 
 
 def load_reference(reference: str | os.PathLike[str] | None, max_events: int,
@@ -95,6 +91,9 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
     from caloforge.physics import ShapeMetric
     from caloforge.runtime.noise import latent_noise
 
+    if calibration_size <= 0:
+        raise UserError(f"calibration_size {calibration_size}: must be positive")
+
     path = Path(model_path) if model_path is not None else None
     rng_e = energy_range or trained_energy_range(path)
     calibration = calibration_inputs(calibration_size, rng_e, seed)
@@ -116,7 +115,7 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
                         f"3DGAN shape metric vs {source}")
 
 
-def runtime_graph(model_path: str | os.PathLike[str]) -> tuple[Any, str, list[str]]:
+def runtime_graph(model_path: str | os.PathLike[str]) -> tuple[ov.Model, str, list[str]]:
     """The generator graph the runtime actually runs, ready to tune.
 
     ``caloforge.runtime`` applies exact rewrites (upsample-convolution folding) to every float
@@ -125,12 +124,10 @@ def runtime_graph(model_path: str | os.PathLike[str]) -> tuple[Any, str, list[st
     layer names)``; ``identity`` (source sha256 + rewrite tag) goes into the tuning history so a
     resume detects a changed model.
     """
-    import hashlib
-
-    from caloforge.runtime import get_backend
-    from caloforge.runtime.openvino_backend import optimize_model
+    from caloforge.ovgraph import optimize_model
+    from caloforge.runtime.openvino_backend import load_generator
 
     path = Path(model_path)
-    model, folded = optimize_model(get_backend("openvino").load(path).model)
-    identity = hashlib.sha256(path.read_bytes()).hexdigest() + "+runtime-rewrite"
+    model, folded = optimize_model(load_generator(path).model)
+    identity = sha256_file(path) + "+runtime-rewrite"
     return model, identity, list(folded)

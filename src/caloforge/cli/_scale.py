@@ -1,4 +1,5 @@
-"""Command-line glue: ``--scheduler ADDRESS | --workers N`` and ``--shard-size K`` for any command.
+"""Command-line glue for :mod:`caloforge.scale`: ``--scheduler ADDRESS | --workers N`` and
+``--shard-size K`` for any command (argparse lives in ``cli/``, not in the library).
 
 Wiring a command (two lines)::
 
