@@ -128,9 +128,11 @@ def test_cli_output_under_a_regular_file_and_model_directory(tmp_path, capsys):
     assert f"{blocker}: exists and is not a directory" in _cli_error(capsys)
     assert main(["quantize", "--output", str(blocker / "sub"), "--quiet"]) == 2
     assert f"{blocker / 'sub'}: {blocker} is not a directory" in _cli_error(capsys)
-    assert main(["quantize", "--model", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
-    assert f"{tmp_path}: is a directory" in _cli_error(capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]
+    model_dir = tmp_path / "model_dir"
+    model_dir.mkdir()
+    assert main(["quantize", "--model", str(model_dir), "--output", str(tmp_path / "o")]) == 2
+    assert f"{model_dir}: is a directory" in _cli_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_dir", "regular"]
 
 
 def test_criterion_slack_is_direction_free():

@@ -17,6 +17,10 @@ from typing import Any
 from caloforge.scale.plan import DEFAULT_SHARD_SIZE
 from caloforge.scale.producers import ProducerSpec
 
+#: scale's parameter names -> the flags of this module's options.
+FLAGS = {"shard_size": "--shard-size", "workers": "--workers", "scheduler": "--scheduler",
+         "compression": "--compression"}
+
 
 def _count(text: str, minimum: int) -> int:
     try:
@@ -67,17 +71,22 @@ def produce_from_args(
     and no summary. ``compression`` None: ``args.compression`` if the command has it, else the
     producer's default.
     """
+    from caloforge.cli._flags import reworded
+    from caloforge.errors import UserError
     from caloforge.scale.production import produce
 
     if compression is None:
         compression = getattr(args, "compression", None)
-    summary = produce(
-        out, n_events, producer, seed=seed, shard_size=getattr(args, "shard_size", None),
-        energies=energies, energy_range=energy_range, layout=layout,
-        compression=compression,
-        scheduler=getattr(args, "scheduler", None), workers=getattr(args, "workers", None),
-        progress=not quiet and (sys.stderr.isatty() if progress is None else progress),
-    )
+    try:
+        summary = produce(
+            out, n_events, producer, seed=seed, shard_size=getattr(args, "shard_size", None),
+            energies=energies, energy_range=energy_range, layout=layout,
+            compression=compression,
+            scheduler=getattr(args, "scheduler", None), workers=getattr(args, "workers", None),
+            progress=not quiet and (sys.stderr.isatty() if progress is None else progress),
+        )
+    except UserError as exc:  # the library names parameters; say which flag
+        raise reworded(exc, FLAGS) from None
     if not quiet:
         m = summary.manifest
         where = {"in-process": "in this process", "local": f"{summary.workers} local workers",

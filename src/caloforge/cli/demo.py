@@ -41,14 +41,8 @@ FLAGS = {"n_events": "--n-events", "seed": "--seed", "tune_timeout_s": "--tune-t
          "resume=False": "no --resume"}
 
 
-def _flag_words(message: str) -> str:
-    import re
-
-    return re.sub("|".join(rf"(?<![\w-]){re.escape(k)}(?![\w=])" for k in FLAGS),
-                  lambda m: FLAGS[m.group(0)], message)
-
-
 def run(args: argparse.Namespace) -> int:
+    from caloforge.cli._flags import reworded
     from caloforge.demo import run_demo
     from caloforge.errors import UserError
     from caloforge.iocheck import check_io
@@ -64,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
                  skip_tuning=args.skip_tuning, resume=args.resume, progress=not args.no_progress,
                  **overrides)
     except UserError as exc:  # the library names parameters; say which flag
-        raise UserError(_flag_words(str(exc))) from None
+        raise reworded(exc, FLAGS) from None
     return 0

@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caloforge.cli._flags import reworded
+    from caloforge.errors import UserError
     from caloforge.gan.shipped import DEFAULT_DIR, ONNX_NAME, WEIGHTS_NAME
     from caloforge.iocheck import check_io
     from caloforge.runtime.generate import (
@@ -79,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     # Refuse bad energies before compiling (compiling int8 / probing streams takes seconds).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_energies(energies if energies is not None else list(energy_range),
-                       trained_range(args.model), args.allow_extrapolation,
-                       "--energies" if energies is not None else "--energy-range")
+        try:
+            check_energies(energies if energies is not None else list(energy_range),
+                           trained_range(args.model), args.allow_extrapolation,
+                           "--energies" if energies is not None else "--energy-range")
+        except UserError as exc:  # the library names its parameter
+            raise reworded(exc, {"allow_extrapolation=True": "--allow-extrapolation"}) from None
     if wants_scale(args):
         from caloforge.scale import ProducerSpec
 

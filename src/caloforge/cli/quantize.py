@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import math
     from pathlib import Path
 
+    from caloforge.cli._flags import reworded
     from caloforge.errors import NoPassError, UserError
     from caloforge.ovgraph import read_model
     from caloforge.quant import DEFAULT_STRATEGY, FP32, INT8, Criterion, available
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             params=candidate_sets(args.preset, args.range_estimator, args.bias_correction),
             latency_batch=args.latency_batch, export_qdq=not args.no_qdq, progress=say)
     except UserError as exc:  # the library names parameters; say which flag
-        raise UserError(str(exc).replace("resume=True", "--resume")) from None
+        raise reworded(exc, {"resume=True": "--resume", "calibration_size": "--calibration-size",
+                             "layers": "--layers", "output_dir": "--output"}) from None
     result = tuning.result
     assert result is not None
     if not args.quiet:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from caloforge.errors import UserError
+from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.runtime.backend import IMAGE_SHAPE, CompiledGenerator
 from caloforge.runtime.engine import compile_model
 from caloforge.runtime.noise import cycled_energies, latent_noise, uniform_energies
@@ -55,7 +56,7 @@ def check_energies(energies: np.ndarray | Sequence[float],
             msg = (f"{what}: {int(out.sum())} energies outside the model's trained range "
                    f"{lo:g}-{hi:g} GeV (e.g. {e[np.argmax(out)]:g} GeV)")
             if not allow_extrapolation:
-                raise UserError(msg + "; use --allow-extrapolation to generate anyway")
+                raise UserError(msg + "; allow_extrapolation=True generates anyway")
             warnings.warn(msg + ": extrapolating, the showers are not validated there",
                           ExtrapolationWarning, stacklevel=3)
     return e
@@ -142,17 +143,17 @@ def generate_to_file(
     from caloforge.data import ShowerWriter
 
     if n < 1:
-        raise UserError(f"-n {n}: must be at least 1")
+        raise UserError(f"n {n}: must be at least 1")
     gen = _compile(model, precision, streams, batch_size, backend, threads)
     trained = model_energy_range(gen, model)
     if energies is not None:
-        values = check_energies(energies, trained, allow_extrapolation, "--energies")
+        values = check_energies(energies, trained, allow_extrapolation, "energies")
 
         def energy_fn(lo: int, hi: int) -> np.ndarray:
             return cycled_energies(values, lo, hi)
     else:
-        lo_e, hi_e = energy_range or trained or (2.0, 500.0)
-        check_energies(np.array([lo_e, hi_e]), trained, allow_extrapolation, "--energy-range")
+        lo_e, hi_e = energy_range or trained or TRAINED_ENERGY_RANGE_GEV
+        check_energies(np.array([lo_e, hi_e]), trained, allow_extrapolation, "energy_range")
 
         def energy_fn(lo: int, hi: int) -> np.ndarray:
             return uniform_energies(seed, lo, hi, lo_e, hi_e)

@@ -49,7 +49,8 @@ class ONNXRuntimeBackend:
         check_precision(self, precision)
         config = config or ExecConfig()
         if config.streams != 1:
-            raise UserError("the onnxruntime backend runs one stream; use --streams 1")
+            raise UserError(f"streams {config.streams}: the onnxruntime backend runs one stream "
+                            "(streams=1)")
         p = default_onnx_path() if model is None else Path(model)
         if p.suffix.lower() != ".onnx":
             raise UserError(f"{p}: the onnxruntime backend reads ONNX files (.onnx)")

@@ -80,7 +80,8 @@ class TorchBackend:
         check_precision(self, precision)
         config = config or ExecConfig()
         if config.streams != 1:
-            raise UserError("the torch backend runs one stream; use --streams 1")
+            raise UserError(f"streams {config.streams}: the torch backend runs one stream "
+                            "(streams=1)")
         module = model if isinstance(model, torch.nn.Module) else load_generator(model)
         module.eval()
         return TorchGenerator(module, config, {"model": str(model) if model else "shipped"})

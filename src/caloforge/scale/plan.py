@@ -128,9 +128,9 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.n_events <= 0:
-            raise UserError(f"events: {self.n_events}: must be > 0")
+            raise UserError(f"n_events {self.n_events}: must be > 0")
         if self.shard_size <= 0:
-            raise UserError(f"--shard-size {self.shard_size}: must be > 0")
+            raise UserError(f"shard_size {self.shard_size}: must be > 0")
         if self.seed < 0:
             raise UserError(f"seed {self.seed}: must be >= 0")
         if self.seeding not in SEEDING:

@@ -29,6 +29,7 @@ from caloforge.data.layouts import LAYOUT_3DGAN
 from caloforge.data.manifest import FORMAT, FORMAT_VERSION
 from caloforge.data.writer import ShowerWriter
 from caloforge.errors import CaloforgeError, UserError
+from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.scale.plan import (
     DEFAULT_SHARD_SIZE,
     SEEDING,
@@ -192,11 +193,11 @@ def produce(
     if compression is None:
         compression = default_compression(spec)
     if not 0 <= compression <= 9:
-        raise UserError(f"--compression {compression}: expected 0..9")
+        raise UserError(f"compression {compression}: expected 0..9")
     if retries < 0:
         raise UserError(f"retries {retries}: must be >= 0")
     if workers is not None and workers < 0:
-        raise UserError(f"--workers {workers}: must be >= 0")
+        raise UserError(f"workers {workers}: must be >= 0")
     (out / mf.SHARD_DIR).mkdir(parents=True, exist_ok=True)
 
     with mf.production_lock(out):
@@ -280,7 +281,7 @@ def _make_plan(out: Path, previous: dict[str, Any] | None, spec: ProducerSpec, n
     elif previous is not None:
         espec = EnergySpec.from_json(previous["energies"])
     else:
-        espec = EnergySpec.uniform(2.0, 500.0)
+        espec = EnergySpec.uniform(*TRAINED_ENERGY_RANGE_GEV)
     if seed is None:
         seed = int(previous["seed"]) if previous is not None else fresh_seed()
     if shard_size is None:
@@ -380,7 +381,7 @@ def connect(scheduler: str, timeout: float = 30.0) -> Any:
             return Client(scheduler_file=scheduler, timeout=timeout)
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        raise UserError(f"scheduler {scheduler}: cannot connect ({exc})") from None
 
 
 @contextlib.contextmanager
