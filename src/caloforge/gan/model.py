@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LATENT_DIM = 200
+from caloforge.facts import IMAGE_SHAPE, LATENT_DIM
+
 ENERGY_SCALE_GEV = 100.0  # 3DGAN conditioning: E / 100
-IMAGE_SHAPE = (25, 25, 25)
 
 
 class Generator(nn.Module):
