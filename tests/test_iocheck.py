@@ -92,3 +92,18 @@ def test_directory_spellings_and_bad_parents_are_refused(tmp_path: Path) -> None
         check_io(dirs={blocker / "run" / "deeper": ()})
     check_io(dirs={tmp_path / "new" / "run": ()})               # missing parents may be created
     assert list(tmp_path.iterdir()) == [blocker]                 # a check creates nothing
+
+
+def test_glob_characters_in_real_names_are_literal(tmp_path: Path) -> None:
+    d = tmp_path / "run[1]"
+    d.mkdir()
+    model = d / "m*.onnx"
+    shutil.copy(SHIPPED_ONNX, model)
+    with pytest.raises(UserError, match="is also an input"):
+        check_io(inputs=[model], files={d / "m*.onnx": "hdf5"})
+    with pytest.raises(UserError, match="is also an input"):
+        check_io(inputs=[model], dirs={d: ("*.onnx",)})
+    check_io(inputs=[model], dirs={d: ("model.xml",)})
+    other = d / "mXY.h5"
+    other.write_bytes(b"")
+    check_io(inputs=[other], files={d / "mX*.h5": "hdf5"})  # a file output's name is no pattern

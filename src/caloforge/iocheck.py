@@ -85,17 +85,20 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _clash(output: Path, inputs: list[Path]) -> Path | None:
-    """The input ``output`` (a path, possibly a glob pattern) would overwrite, if any."""
-    pattern = str(output.resolve()) if not glob.has_magic(output.name) else \
-        str(output.parent.resolve() / output.name)
-    existing = [Path(m) for m in glob.glob(glob.escape(str(output.parent)) + "/" + output.name)] \
-        if glob.has_magic(output.name) else [output]
+def _clash(output: Path, inputs: list[Path], pattern: bool = False) -> Path | None:
+    """The input ``output`` would overwrite, if any (``pattern``: its name is a glob pattern)."""
+    magic = pattern and glob.has_magic(output.name)
+    parent = output.parent.resolve()
+    existing = ([Path(m) for m in glob.glob(os.path.join(glob.escape(str(output.parent)),
+                                                         output.name))]
+                if magic else [output])
     for i in inputs:
         r = i.resolve()
-        if fnmatch.fnmatchcase(str(r), pattern) or any(_same(i, e) for e in existing):
+        same_path = (r.parent == parent and fnmatch.fnmatchcase(r.name, output.name)) if magic \
+            else r == parent / output.name
+        if same_path or any(_same(i, e) for e in existing):
             return i
-        if i.is_dir() and Path(pattern).is_relative_to(r):  # writing into an input directory
+        if i.is_dir() and (parent / output.name).is_relative_to(r):  # into an input directory
             return i
     return None
 
@@ -148,7 +151,7 @@ def check_io(inputs: Iterable[PathLike | None] = (),
         path = Path(raw)
         _check_dir(path)
         for name in [".", *names]:
-            hit = _clash(path / name if name != "." else path, ins)
+            hit = _clash(path / name if name != "." else path, ins, pattern=True)
             if hit is not None:
                 if glob.has_magic(name):
                     raise UserError(f"{hit}: is also an input, and the output directory {path} "
