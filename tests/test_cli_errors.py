@@ -254,6 +254,10 @@ def test_failed_train_leaves_no_folders(tmp_path: Path, capsys) -> None:
                  "--no-progress"]) == 2
     _one_line(capsys, "not an HDF5 file")
     assert _listing(tmp_path) == ["bad.h5"]
+    (tmp_path / "empty").mkdir()  # an existing (empty) output folder stays, without sub-folders
+    assert _run(["train", "--data", bad, "--output", tmp_path / "empty", "--no-progress"]) == 2
+    _one_line(capsys, "not an HDF5 file")
+    assert _listing(tmp_path) == ["bad.h5", "empty"]
 
 
 def test_torch_backend_names_the_mismatched_tensors(tmp_path: Path, capsys) -> None:

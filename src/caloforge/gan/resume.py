@@ -129,14 +129,11 @@ def removing_created_dirs(out: str | os.PathLike[str]) -> Iterator[None]:
     """On an exception, remove ``out`` and the parents this block created, if left empty (with
     the empty sub-folders the run made)."""
     path = Path(out).absolute()
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing = [p for p in (path / "checkpoints", path / "generators", path, *path.parents)
+               if not p.exists()]
     try:
         yield
     except BaseException:
-        for sub in ("checkpoints", "generators"):
-            with contextlib.suppress(OSError):
-                if path in missing:
-                    (path / sub).rmdir()
         for p in missing:  # deepest first; rmdir refuses non-empty folders
             with contextlib.suppress(OSError):
                 p.rmdir()
