@@ -117,9 +117,9 @@ def build_summary(results: dict[str, dict[str, Any]], settings: DemoSettings) ->
     }
 
 
-def _reading(h: dict[str, Any], demo: dict[str, Any]) -> str:
-    """One honest paragraph on what the numbers say."""
-    m, sp, g = h["metric"], h["speedup"], h["gan_vs_mc"]
+def _reading_physics(h: dict[str, Any]) -> list[str]:
+    """The metric sentences of :func:`_reading`."""
+    m = h["metric"]
     parts = []
     status = str(h.get("model_status", ""))
     r = m.get("fp32_over_floor")
@@ -156,6 +156,13 @@ def _reading(h: dict[str, Any], demo: dict[str, Any]) -> str:
             + ("; the case study also found INT8 slightly lower (0.0532 vs 0.0612)." if diff <= 0
                else "; the case study found INT8 slightly lower (0.0532 vs 0.0612), which is not "
                     "reproduced here."))
+    return parts
+
+
+def _reading_speed(h: dict[str, Any], demo: dict[str, Any]) -> list[str]:
+    """The tuner, throughput and load sentences of :func:`_reading`."""
+    sp, g = h["speedup"], h["gan_vs_mc"]
+    parts = []
     t = h.get("tuner_metric")
     if t:
         if t.get("passed"):
@@ -200,21 +207,17 @@ def _reading(h: dict[str, Any], demo: dict[str, Any]) -> str:
         else:
             parts.append(f"The 1-minute load average was {load[0]:.1f} at the start on "
                          f"{h['cores']} cores: the machine was not oversubscribed.")
-    return " ".join(parts)
+    return parts
 
 
-def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
-    """Write ``report.md`` and the two figures into ``out``; returns their file names."""
-    from caloforge.demo.figures import figure1, figure2
+def _reading(h: dict[str, Any], demo: dict[str, Any]) -> str:
+    """One honest paragraph on what the numbers say."""
+    return " ".join(_reading_physics(h) + _reading_speed(h, demo))
 
-    h = demo["headline"]
-    st = demo["stages"]
-    s = demo["settings"]
-    mach = demo["machine"]
-    figure1(h, out / FIG1)
-    figure2(h, out / FIG2)
-    tl = h["tuned_label"]
-    rep = Report("caloforge demo")
+
+def _intro(rep: Report, demo: dict[str, Any]) -> None:
+    """Set-up: versions, machine, load, samples, energies."""
+    h, st, s, mach = demo["headline"], demo["stages"], demo["settings"], demo["machine"]
     load = demo["load_average"]
     rep.text(
         f"\nThe whole chain on this machine with the shipped model and the built-in Monte Carlo: "
@@ -239,6 +242,11 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
         f"{st['mc']['spectrum']['trained_range_gev'][1]:g} GeV; "
         f"{min(st['mc']['spectrum']['events_per_bin'].values())}-"
         f"{max(st['mc']['spectrum']['events_per_bin'].values())} events per bin\n")
+
+
+def _headline_rows(h: dict[str, Any]) -> list[list[Any]]:
+    """The headline table: this machine vs the case study."""
+    tl = h["tuned_label"]
     m, sp, g = h["metric"], h["speedup"], h["gan_vs_mc"]
     t = h["throughput_best"]
     tm = h.get("tuner_metric") or {}
@@ -287,6 +295,15 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
         [f"GAN best / MC core for core ({g['gan_cores_used']} core(s) each, 100 GeV)",
          g["gan_vs_mc_per_core"], None],
     ]
+    return rows
+
+
+def _headline_and_speed(rep: Report, h: dict[str, Any]) -> None:
+    """The headline table, the two figures and the GAN-vs-MC paragraph."""
+    tm = h.get("tuner_metric") or {}
+    g = h["gan_vs_mc"]
+    c = h["cores"]
+    rows = _headline_rows(h)
     rep.heading("Headline numbers")
     rep.table(["quantity", "this machine", "case study"], rows)
     rep.text("\nThe 3DGAN metric is lower-is-better (Khattak et al., EPJC 82 (2022) 386). "
@@ -313,9 +330,9 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
                  "with full Geant4, not with a parametrised MC.")
     else:
         rep.text("\nThe MC was not timed.")
-    rep.heading("Reading")
-    rep.text("\n" + _reading(h, demo))
-    # validation
+
+
+def _validation(rep: Report, st: dict[str, Any], tl: str) -> None:
     rep.heading("Validation")
     for key, label in (("validate-fp32", "GAN FP32"), ("validate-tuned", tl)):
         v = st[key]
@@ -326,7 +343,9 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
                   [[name.strip(), cand.get(k), fl.get(k)] for k, name in HEADLINE if k in cand])
         for name in v.get("plots", {}).values():
             rep.image(f"{folder}/{name}", f"{label}: {Path(name).stem}")
-    # tuning
+
+
+def _tuning(rep: Report, st: dict[str, Any]) -> None:
     tn = st["tune"]
     rep.heading("INT8 tuning")
     if tn.get("skipped_tuning"):
@@ -345,7 +364,9 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
                   [[i + 1, tr["config"], tr["metric"], tr["passed"], _pct(tr["int8_share"]),
                     tr["note"]]
                    for i, tr in enumerate(tn.get("trials", []))])
-    # bench
+
+
+def _bench(rep: Report, st: dict[str, Any], h: dict[str, Any], demo: dict[str, Any]) -> None:
     b = BenchReport.from_json(st["bench"])
     rep.heading("Benchmark")
     rep.text(f"\nAll configurations timed in rotation ({b.settings['rounds']} rounds of "
@@ -359,6 +380,23 @@ def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
               [[tm_["title"], tm_["seconds"], "done in an earlier run (--resume)"
                 if tm_["skipped"] else ""] for tm_ in demo["timings"]]
               + [["total wall time of this run", demo["total_seconds"], ""]])
+
+
+def write_report(out: Path, demo: dict[str, Any]) -> dict[str, Any]:
+    """Write ``report.md`` and the two figures into ``out``; returns their file names."""
+    from caloforge.demo.figures import figure1, figure2
+
+    h = demo["headline"]
+    figure1(h, out / FIG1)
+    figure2(h, out / FIG2)
+    rep = Report("caloforge demo")
+    _intro(rep, demo)
+    _headline_and_speed(rep, h)
+    rep.heading("Reading")
+    rep.text("\n" + _reading(h, demo))
+    _validation(rep, demo["stages"], h["tuned_label"])
+    _tuning(rep, demo["stages"])
+    _bench(rep, demo["stages"], h, demo)
     rep.write(out / "report.md")
     return {"report": "report.md", "figures": [FIG1, FIG2]}
 

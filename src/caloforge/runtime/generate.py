@@ -127,6 +127,25 @@ def generate(energies: np.ndarray | list[float], model: Any = None, precision: s
     return gen.run(z, e.astype(np.float32))
 
 
+def _energy_fn(energies: np.ndarray | Sequence[float] | None,
+               energy_range: tuple[float, float] | None, trained: tuple[float, float] | None,
+               allow_extrapolation: bool, seed: int) -> Callable[[int, int], np.ndarray]:
+    """Checked energies of events ``[lo, hi)``: ``energies`` cycled, else uniform over
+    ``energy_range`` (default: the trained range) from ``seed``."""
+    if energies is not None:
+        values = check_energies(energies, trained, allow_extrapolation, "energies")
+
+        def cycled(lo: int, hi: int) -> np.ndarray:
+            return cycled_energies(values, lo, hi)
+        return cycled
+    lo_e, hi_e = energy_range or trained or TRAINED_ENERGY_RANGE_GEV
+    check_energies(np.array([lo_e, hi_e]), trained, allow_extrapolation, "energy_range")
+
+    def uniform(lo: int, hi: int) -> np.ndarray:
+        return uniform_energies(seed, lo, hi, lo_e, hi_e)
+    return uniform
+
+
 def generate_to_file(
     path: str | os.PathLike[str], n: int, *, energies: np.ndarray | list[float] | None = None,
     energy_range: tuple[float, float] | None = None, model: Any = None,
@@ -145,18 +164,8 @@ def generate_to_file(
     if n < 1:
         raise UserError(f"n {n}: must be at least 1")
     gen = _compile(model, precision, streams, batch_size, backend, threads)
-    trained = model_energy_range(gen, model)
-    if energies is not None:
-        values = check_energies(energies, trained, allow_extrapolation, "energies")
-
-        def energy_fn(lo: int, hi: int) -> np.ndarray:
-            return cycled_energies(values, lo, hi)
-    else:
-        lo_e, hi_e = energy_range or trained or TRAINED_ENERGY_RANGE_GEV
-        check_energies(np.array([lo_e, hi_e]), trained, allow_extrapolation, "energy_range")
-
-        def energy_fn(lo: int, hi: int) -> np.ndarray:
-            return uniform_energies(seed, lo, hi, lo_e, hi_e)
+    energy_fn = _energy_fn(energies, energy_range, model_energy_range(gen, model),
+                           allow_extrapolation, seed)
 
     attrs = {"generator": "caloforge.runtime", "seed": int(seed), "precision": gen.precision,
              "backend": gen.backend, "layout_used": gen.config.label(),

@@ -17,8 +17,8 @@ from caloforge.scale.plan import DEFAULT_SHARD_SIZE, EnergySpec, Plan
 from caloforge.scale.producers import ProducerSpec, load_producer, register_producer
 
 _LAZY = {
-    "ProductionError": "production", "ProductionSummary": "production", "produce": "production",
-    "run_shard": "production",
+    "ProductionError": "shard", "ProductionSummary": "production", "produce": "production",
+    "run_shard": "shard",
     "ProductionFile": "data", "is_production": "data", "merge_production": "data",
     "open_production": "data",
 }

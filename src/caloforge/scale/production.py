@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,6 @@ import numpy as np
 from caloforge.data import manifest as mf
 from caloforge.data.layouts import LAYOUT_3DGAN
 from caloforge.data.manifest import FORMAT, FORMAT_VERSION
-from caloforge.data.writer import ShowerWriter
 from caloforge.errors import CaloforgeError, UserError
 from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.scale.plan import (
@@ -41,20 +38,19 @@ from caloforge.scale.plan import (
 from caloforge.scale.producers import (
     ProducerSpec,
     default_compression,
-    load_producer,
     local_mode,
     seeding_of,
 )
+from caloforge.scale.shard import ProductionError, _now, run_shard
+
+__all__ = ["AUTO_MIN_EVENTS", "ProductionError", "ProductionSummary", "available_cores",
+           "connect", "local_cluster", "produce", "run_shard"]
 
 log = logging.getLogger(__name__)
 
 AUTO_MIN_EVENTS = 2000
 """Without --scheduler/--workers, fewer events than this run in-process: a local cluster costs
 2-4 s to start (docs/scale.md), about the MC time of 500-1000 showers per core."""
-
-
-class ProductionError(CaloforgeError):
-    """A shard failed for good (after retries), or the cluster was lost (exit code 1)."""
 
 
 @dataclass
@@ -78,69 +74,6 @@ class ProductionSummary:
     @property
     def showers_per_s(self) -> float:
         return self.events_computed / self.wall_s if self.wall_s > 0 else float("nan")
-
-
-# ---------------------------------------------------------------------- worker side
-def run_shard(task: ShardTask) -> dict[str, Any]:
-    """Produce and write shard ``task.index``; returns its sidecar record. Runs on a worker.
-
-    The producer comes from the per-process cache, so a worker builds it once.
-    """
-    shards = Path(task.out_dir) / mf.SHARD_DIR
-    if not shards.is_dir():
-        raise UserError(f"{shards}: not visible on worker host {socket.gethostname()}: the "
-                        "production directory must be on a file system shared by all workers")
-    t0 = time.perf_counter()
-    producer = load_producer(task.producer)
-    t1 = time.perf_counter()
-    energies_in = task.draw_energies(producer)
-    if task.seeding == "event":
-        images, energies = producer(energies_in, task.seed, first_event=task.first_event)
-    else:
-        images, energies = producer(energies_in, task.seed)
-    t2 = time.perf_counter()
-    path = mf.shard_path(task.out_dir, task.index)
-    grid = tuple(int(g) for g in np.shape(images)[1:])
-    attrs = {
-        "production_fingerprint": task.fingerprint,
-        "shard_index": task.index,
-        "first_event": task.first_event,
-        "seed": task.seed,
-        "producer": task.producer.to_json(),
-    }
-    with ShowerWriter(path, grid=grid, layout=task.layout, attrs=attrs,
-                      compression=task.compression) as writer:
-        img = np.asarray(images, dtype=np.float32)
-        en = np.asarray(energies, dtype=np.float64).reshape(-1)
-        if img.shape[0] != task.n_events or en.shape[0] != task.n_events:
-            raise ProductionError(f"shard {task.index}: producer {task.producer} returned "
-                                  f"{img.shape[0]} showers / {en.shape[0]} energies for "
-                                  f"{task.n_events} requested")
-        if not np.isfinite(img).all() or (img < 0).any():
-            raise ProductionError(f"shard {task.index}: producer {task.producer} returned NaN, "
-                                  "infinite or negative cell energies")
-        writer.append(img, en)
-    t3 = time.perf_counter()
-    record = {
-        "index": task.index,
-        "file": f"{mf.SHARD_DIR}/{path.name}",
-        "first_event": task.first_event,
-        "n_events": task.n_events,
-        "seed": task.seed,
-        "energy_min": float(en.min()),
-        "energy_max": float(en.max()),
-        "grid": list(grid),
-        "sha256": mf.sha256_file(path),
-        "bytes": path.stat().st_size,
-        "fingerprint": task.fingerprint,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "seconds": {"load": round(t1 - t0, 4), "produce": round(t2 - t1, 4),
-                    "write": round(t3 - t2, 4), "checksum": round(time.perf_counter() - t3, 4)},
-        "written_at": _now(),
-    }
-    mf.write_sidecar(task.out_dir, task.index, record)
-    return record
 
 
 # ---------------------------------------------------------------------- client side
@@ -183,21 +116,7 @@ def produce(
     t_start = time.perf_counter()
     out = Path(out_dir).absolute()
     spec = ProducerSpec.from_json(producer)
-    if out.suffix.lower() in (".h5", ".hdf5") and not out.is_dir():
-        raise UserError(f"{out}: a production is a directory, not an HDF5 file; give a directory "
-                        "name (merge it into one file afterwards with merge_production)")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: parent directory {out.parent} does not exist")
-    if compression is None:
-        compression = default_compression(spec)
-    if not 0 <= compression <= 9:
-        raise UserError(f"compression {compression}: expected 0..9")
-    if retries < 0:
-        raise UserError(f"retries {retries}: must be >= 0")
-    if workers is not None and workers < 0:
-        raise UserError(f"workers {workers}: must be >= 0")
+    compression = _check_arguments(out, spec, compression, retries, workers)
     (out / mf.SHARD_DIR).mkdir(parents=True, exist_ok=True)
 
     with mf.production_lock(out):
@@ -210,18 +129,8 @@ def produce(
                                "shards": (previous or {}).get("shards", [])})
         mf.remove_stale_temporaries(out)
 
-        known = {s["index"]: s.get("sha256") for s in (previous or {}).get("shards", [])}
-        records: dict[int, dict[str, Any]] = {}
-        todo: list[int] = []
         sizes = [plan.shard(i, str(out)).n_events for i in range(plan.n_shards)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            done = pool.map(lambda i: mf.shard_done(out, i, sizes[i], fingerprint, known.get(i)),
-                            range(plan.n_shards))
-            for i, rec in enumerate(done):
-                if rec is None:
-                    todo.append(i)
-                else:
-                    records[i] = rec
+        records, todo = _shards_done(out, plan.n_shards, sizes, fingerprint, previous)
         skipped = sorted(records)
         tasks = [replace(plan.shard(i, str(out)), compression=compression) for i in todo]
 
@@ -243,30 +152,74 @@ def produce(
                 bar.close()
             mf.remove_stale_temporaries(out)
 
-        missing = [i for i in range(plan.n_shards) if not mf.shard_path(out, i).is_file()]
-        if missing:
-            raise ProductionError(
-                f"{out}: {len(missing)} shard file(s) written by the workers are not visible here "
-                f"(first: {mf.shard_path(out, missing[0]).name}); the production directory must be "
-                "on a file system shared by this machine and all workers")
-        shard_list = [{k: records[i][k] for k in mf.MANIFEST_SHARD_KEYS} for i in range(plan.n_shards)]
-        grids = {tuple(records[i]["grid"]) for i in range(plan.n_shards)}
-        if len(grids) != 1:
-            raise ProductionError(f"{out}: shards have different grids {sorted(grids)}")
-        manifest.update(
-            status="complete",
-            completed=_now(),
-            grid=list(grids.pop()),
-            energy_min=min(s["energy_min"] for s in shard_list),
-            energy_max=max(s["energy_max"] for s in shard_list),
-            bytes=sum(s["bytes"] for s in shard_list),
-            shards=shard_list,
-        )
-        mf.write_manifest(out, manifest)
+        _complete_manifest(out, plan.n_shards, records, manifest)
 
     return ProductionSummary(out_dir=out, n_events=plan.n_events, n_shards=plan.n_shards,
                              computed=sorted(todo), skipped=skipped, mode=mode, workers=n_workers,
                              wall_s=time.perf_counter() - t_start, manifest=manifest)
+
+
+def _check_arguments(out: Path, spec: ProducerSpec, compression: int | None, retries: int,
+                     workers: int | None) -> int:
+    """Raise UserError for a bad output directory or option; returns the gzip level."""
+    if out.suffix.lower() in (".h5", ".hdf5") and not out.is_dir():
+        raise UserError(f"{out}: a production is a directory, not an HDF5 file; give a directory "
+                        "name (merge it into one file afterwards with merge_production)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: parent directory {out.parent} does not exist")
+    if compression is None:
+        compression = default_compression(spec)
+    if not 0 <= compression <= 9:
+        raise UserError(f"compression {compression}: expected 0..9")
+    if retries < 0:
+        raise UserError(f"retries {retries}: must be >= 0")
+    if workers is not None and workers < 0:
+        raise UserError(f"workers {workers}: must be >= 0")
+    return compression
+
+
+def _shards_done(out: Path, n_shards: int, sizes: list[int], fingerprint: str,
+                 previous: dict[str, Any] | None) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """(records of the shards already complete and intact, indices still to do)."""
+    known = {s["index"]: s.get("sha256") for s in (previous or {}).get("shards", [])}
+    records: dict[int, dict[str, Any]] = {}
+    todo: list[int] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = pool.map(lambda i: mf.shard_done(out, i, sizes[i], fingerprint, known.get(i)),
+                        range(n_shards))
+        for i, rec in enumerate(done):
+            if rec is None:
+                todo.append(i)
+            else:
+                records[i] = rec
+    return records, todo
+
+
+def _complete_manifest(out: Path, n_shards: int, records: dict[int, dict[str, Any]],
+                       manifest: dict[str, Any]) -> None:
+    """Check every shard is visible and alike, then write the complete manifest."""
+    missing = [i for i in range(n_shards) if not mf.shard_path(out, i).is_file()]
+    if missing:
+        raise ProductionError(
+            f"{out}: {len(missing)} shard file(s) written by the workers are not visible here "
+            f"(first: {mf.shard_path(out, missing[0]).name}); the production directory must be "
+            "on a file system shared by this machine and all workers")
+    shard_list = [{k: records[i][k] for k in mf.MANIFEST_SHARD_KEYS} for i in range(n_shards)]
+    grids = {tuple(records[i]["grid"]) for i in range(n_shards)}
+    if len(grids) != 1:
+        raise ProductionError(f"{out}: shards have different grids {sorted(grids)}")
+    manifest.update(
+        status="complete",
+        completed=_now(),
+        grid=list(grids.pop()),
+        energy_min=min(s["energy_min"] for s in shard_list),
+        energy_max=max(s["energy_max"] for s in shard_list),
+        bytes=sum(s["bytes"] for s in shard_list),
+        shards=shard_list,
+    )
+    mf.write_manifest(out, manifest)
 
 
 def _make_plan(out: Path, previous: dict[str, Any] | None, spec: ProducerSpec, n_events: int,
@@ -418,7 +371,3 @@ def _progress(enabled: bool, total: int, initial: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="shower", desc="production")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
