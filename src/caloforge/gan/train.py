@@ -31,6 +31,7 @@ import torch
 
 from caloforge.atomic import write_json, write_text
 from caloforge.errors import UserError
+from caloforge.gan import resume
 from caloforge.gan.checkpoint import (
     apply_state,
     load_tensors,
@@ -247,6 +248,7 @@ def train(config: TrainConfig) -> TrainResult:
     t_start = time.perf_counter()
     rank, world, local = _dist_info()
     distributed = world > 1
+    resume.check_values(cfg)
     if cfg.device not in ("cpu", "cuda"):
         raise UserError(f"--device {cfg.device!r}: choose cpu or cuda")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -265,27 +267,20 @@ def train(config: TrainConfig) -> TrainResult:
         torch.distributed.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
 
     out = Path(cfg.output)
+    if cfg.resume:
+        resume.require_run(out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _ckpt_dir(out).mkdir(exist_ok=True)
         (out / "generators").mkdir(exist_ok=True)
 
     # ---- resume or fresh start
-    found = latest_checkpoint(out)
+    found = resume.find_checkpoint(out, (lambda m: _log(out, m)) if rank == 0 else None)
     if found is not None and not cfg.resume:
         raise UserError(f"{out}: holds checkpoints up to epoch {found[0]}; pass --resume to continue "
                         "or choose another --output")
     if cfg.resume and found is not None:
-        old = TrainConfig.from_json(found[1]["config"])
-        for k in _FROZEN:
-            if getattr(old, k) != getattr(cfg, k):
-                raise UserError(f"{out}: cannot resume with {k}={getattr(cfg, k)!r}; the run was "
-                                f"started with {getattr(old, k)!r}")
-        # every rank restores its own RNG state and data shard: the world size is frozen too
-        old_world = int(found[1].get("world_size", 1))
-        if old_world != world:
-            raise UserError(f"{out}: cannot resume with {world} process(es); the run was started "
-                            f"with {old_world}")
+        resume.check_resume(out, found, cfg, world, _FROZEN)
 
     data_path = Path(cfg.data)
     e_lo, e_hi = energy_range_of(data_path, cfg.max_events)
@@ -550,6 +545,7 @@ def _save_checkpoint(out: Path, epoch: int, cfg: TrainConfig, gen: Generator, di
                 "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
         "data_statistics": stats, "history": history, "best_epoch": best_epoch,
         "best_metric": best_metric, "wall_seconds": wall, "world_size": world,
+        "data_fingerprint": resume.data_fingerprint(cfg.data),
         "energy_range_gev": list(e_range), "hardware": hardware_summary(),
     }
     write_json(f"{stem}.json", state)
