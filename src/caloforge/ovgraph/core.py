@@ -116,7 +116,7 @@ class RuntimeNode:
 COMPUTE_TYPES = frozenset({"Convolution", "FullyConnected", "MatMul", "Deconvolution"})
 
 
-def _rt(node: Any, key: str) -> str:
+def _rt(node: ov.Node, key: str) -> str:
     info = node.get_rt_info()
     return str(info[key].astype(str)) if key in info else ""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _AFFINE = frozenset({"Multiply", "Add", "Subtract", "Reshape", "Squeeze", "Unsqueeze"})
 
 
-def _const(node: Any) -> np.ndarray | None:
+def _const(node: ov.Node) -> np.ndarray | None:
     return node.get_data() if node.get_type_name() == "Constant" else None
 
 
@@ -27,7 +27,7 @@ def constant_folding(model: ov.Model) -> None:
     mgr.run_passes(model)
 
 
-def _feeding_matmul(conv: Any) -> Any:
+def _feeding_matmul(conv: ov.Node) -> ov.Node | None:
     """The MatMul that alone feeds ``conv``'s input through affine ops with constant side
     inputs, or None."""
     node = conv.input_value(0).get_node()
@@ -45,7 +45,7 @@ def _feeding_matmul(conv: Any) -> Any:
         node = non_const[0]
 
 
-def _probe(matmul: Any, conv: Any, src: Any, n_in: int) -> np.ndarray:
+def _probe(matmul: ov.Node, conv: ov.Node, src: ov.Output, n_in: int) -> np.ndarray:
     """The affine map from ``matmul``'s input to ``conv``'s output evaluated on the unit vectors
     and zero (one small f32 inference): (n_in + 1, n_out) float64."""
     import openvino as ov

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,29 +36,29 @@ BF16_MIN_CHANNELS = 16
 """Convolutions with fewer input channels are zero-padded to this many before a bf16 compile."""
 
 
-def _crop(ops: Any, y: Any, size: list[int]) -> Any:
+def _crop(ops: ModuleType, y: ov.Node, size: list[int]) -> ov.Node:
     return ops.slice(y, ops.constant(np.zeros(3, np.int64)), ops.constant(np.array(size, np.int64)),
                      ops.constant(np.ones(3, np.int64)), ops.constant(np.array([2, 3, 4], np.int64)))
 
 
-def _only_consumer(node: Any) -> Any:
+def _only_consumer(node: ov.Node) -> ov.Node | None:
     targets = list(node.output(0).get_target_inputs())
     return targets[0].get_node() if len(targets) == 1 else None
 
 
-def _valid_unit_conv(conv: Any) -> bool:
+def _valid_unit_conv(conv: ov.Node) -> bool:
     a = conv.get_attributes()
     return not (any(v != 1 for v in a["strides"]) or any(v != 1 for v in a["dilations"])
                 or any(a["pads_begin"]) or any(a["pads_end"])
                 or a["auto_pad"] not in ("explicit", "valid"))
 
 
-def _float_weights(node: Any) -> np.ndarray | None:
+def _float_weights(node: ov.Node) -> np.ndarray | None:
     w = _const(node.input_value(1).get_node())
     return w if w is not None and w.ndim == 5 and w.dtype == np.float32 else None
 
 
-def _phase_chain(conv: Any) -> tuple[np.ndarray, Any, Any] | None:
+def _phase_chain(conv: ov.Node) -> tuple[np.ndarray, ov.Node, ov.Node] | None:
     """``conv -> Add(per-channel bias) -> PRelu(scalar)|Relu -> Convolution(valid, stride 1)``:
     returns (bias, activation node, next convolution) or None."""
     add = _only_consumer(conv)
@@ -88,8 +89,8 @@ def _phase_chain(conv: Any) -> tuple[np.ndarray, Any, Any] | None:
 class _Match:
     """An ``Interpolate(nearest) [-> Pad(zeros)] -> Convolution`` found in the graph."""
 
-    conv: Any
-    x: Any  # the low-resolution input (Output)
+    conv: ov.Node
+    x: ov.Output  # the low-resolution input
     w: np.ndarray  # (cout, cin, K...) float32
     s: list[int]  # integer upsampling scales
     low: list[int]  # low-resolution spatial size L
@@ -97,7 +98,7 @@ class _Match:
     ph: list[int]
 
 
-def _pad_source(conv: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
+def _pad_source(conv: ov.Node) -> tuple[ov.Node, np.ndarray, np.ndarray] | None:
     """(upsample node, low pads, high pads) in front of ``conv``, or None."""
     src = conv.input_value(0).get_node()
     zeros = np.zeros(5, dtype=np.int64)
@@ -115,7 +116,7 @@ def _pad_source(conv: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
     return src.input_value(0).get_node(), p_lo, p_hi
 
 
-def _match(conv: Any) -> _Match | None:
+def _match(conv: ov.Node) -> _Match | None:
     if conv.get_type_name() != "Convolution" or not _valid_unit_conv(conv):
         return None
     w = _float_weights(conv)
@@ -160,8 +161,9 @@ def _phase_weights(w: np.ndarray, s: list[int], pl: list[int], P: list[int],
     return wn
 
 
-def _next_on_phases(ops: Any, y: Any, chain: tuple[np.ndarray, Any, Any], s: list[int],
-                    cout: int, Q: list[int], n_out: list[int]) -> tuple[Any, int, list[int], list[int]]:
+def _next_on_phases(ops: ModuleType, y: ov.Node, chain: tuple[np.ndarray, ov.Node, ov.Node],
+                    s: list[int], cout: int, Q: list[int], n_out: list[int]
+                    ) -> tuple[ov.Node, int, list[int], list[int]]:
     """bias -> activation -> next convolution, all on the phase layout; returns
     ``(y, next cout, next Q, next n_out)``."""
     bias, act, nxt = chain
@@ -194,7 +196,7 @@ def _next_on_phases(ops: Any, y: Any, chain: tuple[np.ndarray, Any, Any], s: lis
     return _crop(ops, y, Q2), c2, Q2, n_out2
 
 
-def _rewrite(ops: Any, m: _Match) -> list[str] | None:
+def _rewrite(ops: ModuleType, m: _Match) -> list[str] | None:
     """Replace one match in the graph; returns the rewritten convolution names (None: no fit)."""
     s, L, pl, ph = m.s, m.low, m.pl, m.ph
     K = list(m.w.shape[2:])

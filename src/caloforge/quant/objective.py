@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openvino as ov
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Criterion:
                 "higher_is_better": self.higher_is_better}
 
 
-Evaluate = Callable[[Any], float]
+Evaluate = Callable[["ov.CompiledModel"], float]
 """``evaluate(compiled_model) -> metric``. ``compiled_model(inputs: dict) -> results`` (an
 ``openvino.CompiledModel``: ``compiled_model(inputs)[0]`` is the first output)."""
 
@@ -89,6 +92,6 @@ class Objective:
     evaluate: Evaluate
     criterion: Criterion = Criterion()
 
-    def measure(self, compiled: Any) -> float:
+    def measure(self, compiled: ov.CompiledModel) -> float:
         """The metric of a compiled candidate (a float; NaN never passes)."""
         return float(self.evaluate(compiled))

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from caloforge.atomic import write_json
 from caloforge.data.manifest import sha256_file
@@ -59,6 +59,11 @@ class LoadedModel:
     energy_range_gev: tuple[float, float] | None = None
     source_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+ModelSource: TypeAlias = "ov.Model | LoadedModel | str | os.PathLike[str] | None"
+"""A generator as the OpenVINO backend takes it: an ``openvino.Model``, a :class:`LoadedModel`,
+a path (.onnx / .xml), or ``None`` (the shipped model)."""
 
 
 def check_interface(model: ov.Model, where: str) -> None:

@@ -18,7 +18,6 @@ Precision handling
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ from caloforge.runtime.backend import (
     check_precision,
     register_backend,
 )
-from caloforge.runtime.modelfile import LoadedModel, read_ov_model
+from caloforge.runtime.modelfile import LoadedModel, ModelSource, read_ov_model
 from caloforge.runtime.noise import latent_noise
 from caloforge.runtime.quantize import Calibration, calibration_inputs, quantize_int8
 
@@ -76,8 +75,8 @@ class OpenVINOGenerator(CompiledGenerator):
         self.info = info
         self.ov_model = ov_model
         self.loaded = loaded
-        self._request: Any = None
-        self._queue: Any = None
+        self._request: ov.InferRequest | None = None
+        self._queue: ov.AsyncInferQueue | None = None
         self._lock = threading.Lock()
 
     def _pad(self, z: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +121,7 @@ class OpenVINOGenerator(CompiledGenerator):
             self._queue = ov.AsyncInferQueue(self.compiled, jobs)
         errors: list[BaseException] = []
 
-        def done(request: Any, span: tuple[int, int]) -> None:
+        def done(request: ov.InferRequest, span: tuple[int, int]) -> None:
             lo, hi = span
             try:
                 out[lo:hi] = request.get_output_tensor(0).data[: hi - lo]
@@ -172,7 +171,7 @@ class OpenVINOBackend:
     name = "openvino"
     precisions: tuple[str, ...] = ("fp32", "bf16", "int8")
 
-    def load(self, model: ov.Model | LoadedModel | str | os.PathLike[str] | None) -> LoadedModel:
+    def load(self, model: ModelSource) -> LoadedModel:
         import openvino as ov
 
         if isinstance(model, LoadedModel):
@@ -182,8 +181,7 @@ class OpenVINOBackend:
                                precision="int8" if is_quantized(model) else "fp32")
         return read_ov_model(model)
 
-    def compile(self, model: ov.Model | LoadedModel | str | os.PathLike[str] | None = None,
-                precision: str = "fp32",
+    def compile(self, model: ModelSource = None, precision: str = "fp32",
                 config: ExecConfig | None = None, *, calibration: Calibration | None = None,
                 perf_count: bool = False, bf16_check: bool = True,
                 optimize: bool = True) -> OpenVINOGenerator:
@@ -261,7 +259,7 @@ class OpenVINOBackend:
         return rel_l2([np.asarray(got)], [np.asarray(want)])
 
 
-def load_generator(model: ov.Model | LoadedModel | str | os.PathLike[str] | None) -> LoadedModel:
+def load_generator(model: ModelSource) -> LoadedModel:
     """A generator as the OpenVINO backend takes it: a path (checked, with its manifest),
     ``None`` (the shipped model), an ``openvino.Model`` or a :class:`LoadedModel`."""
     return OpenVINOBackend().load(model)

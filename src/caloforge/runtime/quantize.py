@@ -13,7 +13,7 @@ import numpy as np
 
 from caloforge.errors import UserError
 from caloforge.facts import LATENT_DIM, TRAINED_ENERGY_RANGE_GEV
-from caloforge.runtime.modelfile import LoadedModel, read_ov_model
+from caloforge.runtime.modelfile import LoadedModel, ModelSource, read_ov_model
 from caloforge.runtime.noise import latent_noise, uniform_energies
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +58,7 @@ class Calibration:
         return d
 
 
-def quantize_int8(model: ov.Model | LoadedModel | str | os.PathLike[str] | None,
+def quantize_int8(model: ModelSource,
                   calibration: Calibration | None = None, ignored_scope: Any = None,
                   optimize: bool = True, **nncf_options: Any) -> ov.Model:
     """Full INT8 of an ``openvino.Model`` (or LoadedModel, or path; ``None``: the shipped

@@ -11,6 +11,7 @@ warmed up, then timed in rotation; medians with min/max). Results are typed
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import tempfile
 import time
@@ -24,7 +25,7 @@ import numpy as np
 from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.runtime import Calibration, CompiledGenerator, ExecConfig, cpu_count, get_backend
 from caloforge.runtime.bench import BenchConfig, cpu_flags, cpu_name, layouts, time_in_rotation
-from caloforge.runtime.modelfile import LoadedModel
+from caloforge.runtime.modelfile import LoadedModel, ModelSource
 from caloforge.runtime.noise import latent_noise
 from caloforge.runtime.openvino_backend import load_generator
 from caloforge.workflows.bench_rows import (
@@ -165,8 +166,8 @@ def _end_to_end(gen: CompiledGenerator, engine_rate: float, seconds: float,
     return out
 
 
-def _int8_models(loaded: LoadedModel, int8_model: Any, o: BenchOptions,
-                 log: Log) -> tuple[Any, Any]:
+def _int8_models(loaded: LoadedModel, int8_model: ModelSource, o: BenchOptions,
+                 log: Log) -> tuple[ModelSource, ModelSource]:
     """(full INT8 of the rewritten graph, full INT8 of the plain graph)."""
     from caloforge.runtime import quantize_int8
 
@@ -184,8 +185,9 @@ def _int8_models(loaded: LoadedModel, int8_model: Any, o: BenchOptions,
     return rewritten, plain
 
 
-def _compile_all(cfgs: list[BenchConfig], loaded: LoadedModel, int8: tuple[Any, Any],
-                 tuned: Any, weights: Any) -> dict[str, CompiledGenerator]:
+def _compile_all(cfgs: list[BenchConfig], loaded: LoadedModel,
+                 int8: tuple[ModelSource, ModelSource], tuned: ModelSource,
+                 weights: str | os.PathLike[str] | None) -> dict[str, CompiledGenerator]:
     from caloforge.ovgraph import is_quantized
 
     ovb = get_backend("openvino")
@@ -221,8 +223,9 @@ def _rows(cfgs: list[BenchConfig], timings: dict[str, Any]) -> list[BenchRow]:
     return rows
 
 
-def run_bench(quick: bool = False, *, model: Any = None, weights: Any = None, tuned: Any = None,
-              int8_model: Any = None, log: Log | None = None, progress: bool = False,
+def run_bench(quick: bool = False, *, model: ModelSource = None,
+              weights: str | os.PathLike[str] | None = None, tuned: ModelSource = None,
+              int8_model: ModelSource = None, log: Log | None = None, progress: bool = False,
               options: BenchOptions | None = None, **option_values: Any) -> BenchReport:
     """Run the bench (``options`` / ``option_values``: :class:`BenchOptions` fields).
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class GanObjective:
     """What :func:`caloforge.quant.tune` needs for the GAN: calibration inputs and ``evaluate``."""
 
     calibration: list[dict[str, np.ndarray]]
-    evaluate: Callable[[Any], float]
+    evaluate: Callable[[ov.CompiledModel], float]
     n_reference: int
     energy_range: tuple[float, float]
     description: str
@@ -102,7 +102,7 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
     energies = np.asarray(ref_energies, dtype=np.float32)
     z = latent_noise(seed + 1, 0, energies.size, LATENT_DIM)
 
-    def evaluate(compiled: Any) -> float:
+    def evaluate(compiled: ov.CompiledModel) -> float:
         images = np.empty((energies.size, *ref_images.shape[1:]), dtype=np.float32)
         for start in range(0, energies.size, batch):
             stop = min(start + batch, energies.size)
