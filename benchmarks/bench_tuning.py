@@ -59,10 +59,9 @@ def synthetic_model(path: Path) -> Path:
 
 def generic_objective(model: Path, calibration_size: int, seed: int = 0):
     """Random-input calibration and the noisy-target output metric for any ONNX model."""
-    import openvino as ov
+    from caloforge.ovgraph import compile_model, read_model
 
-    core = ov.Core()
-    m = core.read_model(str(model))
+    m = read_model(model)
     rng = np.random.default_rng(seed)
 
     def sample(batch: int) -> dict[str, np.ndarray]:
@@ -75,7 +74,7 @@ def generic_objective(model: Path, calibration_size: int, seed: int = 0):
 
     calibration = [sample(1) for _ in range(calibration_size)]
     eval_inputs = sample(64)
-    compiled = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = compile_model(m, hint="f32")
     ref = np.asarray(compiled(eval_inputs)[0], dtype=np.float64)
     target = ref + 0.3 * rng.standard_normal(ref.shape) * np.linalg.norm(ref) / np.sqrt(ref.size)
 
@@ -120,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 model = None
     if model is None:
         model = synthetic_model(work / "synthetic.onnx")
-    import openvino as ov
+    from caloforge.ovgraph import read_model
 
-    inputs = {name for port in ov.Core().read_model(str(model)).inputs for name in port.get_names()}
+    inputs = {name for port in read_model(model).inputs for name in port.get_names()}
     prepared = None
     if {"z", "energy"} <= inputs:  # a generator: the runtime's graph, as `caloforge quantize`
         size = args.calibration_size or 200

@@ -20,11 +20,12 @@ import numpy as np
 
 def _sample(cache: Path, n: int, toy: bool) -> list[Path]:
     from caloforge.data import write_showers
+    from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 
     cache.mkdir(parents=True, exist_ok=True)
     kind = "toy" if toy else "mc"
     paths = [cache / f"{kind}_{n}_seed{s}.h5" for s in (1, 2)]
-    energies = np.random.default_rng(12345).uniform(2.0, 500.0, n)
+    energies = np.random.default_rng(12345).uniform(*TRAINED_ENERGY_RANGE_GEV, n)
     for seed, p in zip((1, 2), paths, strict=True):
         if p.exists():
             continue

@@ -349,3 +349,38 @@ def test_range_estimator_search_keeps_rare_large_activations(tmp_path):
     assert trials["minmax"].metric < trials["mean_minmax"].metric
     assert result.passed and result.best.config.params["range"] == "minmax"
     assert set(result.best.config.precisions.values()) == {INT8}
+
+
+def test_full_int8_and_the_tuners_all_int8_are_one_recipe(synth):
+    """The runtime's full INT8 (ovgraph.quantize_layers) and the tuner's all-INT8 candidate
+    (Builder) are the same calibration and the same kept quantizers: identical outputs. And only
+    the layers are quantized: conv2's outlier input makes it far worse than FP32 (the hostile
+    layer really is INT8), the output is not quantized (no 8-bit staircase in it)."""
+    from caloforge.ovgraph import compile_model, find_layers, quantize_layers, read_model
+    from caloforge.quant.build import Builder
+
+    model = read_model(synth.model)
+    names = [layer.name for layer in find_layers(model)]
+    assert set(names) == {HOSTILE, *OTHERS}
+    tuner = Builder(model, synth.calibration).build(Config.uniform(names, INT8))
+    runtime = quantize_layers(model, synth.calibration, keep_weights=True)
+    a = np.asarray(compile_model(tuner)({"x": synth.x_eval})[0])
+    b = np.asarray(compile_model(runtime)({"x": synth.x_eval})[0])
+    np.testing.assert_array_equal(a, b)
+    fp32 = np.asarray(compile_model(model, hint="f32")({"x": synth.x_eval})[0])
+    assert np.linalg.norm(a - fp32) / np.linalg.norm(fp32) > 0.3  # conv2 in INT8 hurts
+    assert np.unique(a).size > 0.9 * a.size  # a float output, not 256 levels
+
+
+def test_trained_energy_range_does_not_hide_a_corrupt_manifest(tmp_path):
+    from caloforge.errors import UserError
+    from caloforge.runtime.modelfile import manifest_path
+    from caloforge.workflows import trained_energy_range
+
+    model = tmp_path / "gen.onnx"
+    model.write_bytes(b"not read here")
+    assert trained_energy_range(None) == (2.0, 500.0)  # the shipped model card
+    assert trained_energy_range(model) == (2.0, 500.0)  # no manifest: the shipped card's range
+    manifest_path(model).write_text("{ not json")
+    with pytest.raises(UserError, match="manifest"):
+        trained_energy_range(model)
