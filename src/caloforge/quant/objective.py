@@ -95,3 +95,18 @@ class Objective:
     def measure(self, compiled: ov.CompiledModel) -> float:
         """The metric of a compiled candidate (a float; NaN never passes)."""
         return float(self.evaluate(compiled))
+
+    def passes(self, metric: float, baseline: float) -> bool:
+        """Does ``metric`` meet the criterion against the FP32 ``baseline``?"""
+        return self.criterion.passes(metric, baseline)
+
+    def slack(self, metric: float, baseline: float) -> float:
+        """Distance from the threshold on the passing side (see :meth:`Criterion.slack`)."""
+        return self.criterion.slack(metric, baseline)
+
+    def better(self, a: float, b: float) -> bool:
+        """Is metric ``a`` strictly better than ``b``?"""
+        return self.criterion.better(a, b)
+
+    def describe(self, baseline: float | None = None) -> str:
+        return self.criterion.describe(baseline)

@@ -60,7 +60,6 @@ class Session:
         self.builder = builder
         self.layers = layers
         self.objective = objective
-        self.criterion = objective.criterion
         self.output_dir = output_dir
         self.probe_inputs = probe_inputs
         self.latency_inputs = latency_inputs
@@ -149,7 +148,7 @@ class Session:
         if not math.isfinite(metric):
             raise UserError(f"the metric of the FP32 model is {metric}: cannot set a criterion")
         self.progress(f"FP32 baseline: metric {metric:.6g}, {latency * 1e3:.3g} ms/batch; "
-                      f"criterion {self.criterion.describe(metric)}")
+                      f"criterion {self.objective.describe(metric)}")
 
     def _append(self, rec: TrialRecord) -> None:
         self.cache[(rec.kind, rec.key)] = rec
@@ -160,7 +159,7 @@ class Session:
     def _evaluate(self, rec: TrialRecord, model: ov.Model, compiled: ov.CompiledModel) -> None:
         """The metric, the criterion, the output error, BF16 parity and runtime precisions."""
         rec.metric = self.objective.measure(compiled)
-        rec.passed = self.criterion.passes(rec.metric, self.baseline_metric)
+        rec.passed = self.objective.passes(rec.metric, self.baseline_metric)
         rec.error = self._error(compiled)
         if rec.passed and rec.config.layers_in(BF16):
             rec.passed = self._bf16_parity(rec.config, rec, compiled)
@@ -216,7 +215,7 @@ class Session:
     def _outcome(self, rec: TrialRecord, cached: bool) -> Outcome:
         slack = None
         if rec.kind == TRIAL and rec.metric is not None:
-            slack = self.criterion.slack(rec.metric, self.baseline_metric)
+            slack = self.objective.slack(rec.metric, self.baseline_metric)
         return Outcome(rec.config, rec.kind, metric=rec.metric, passed=rec.passed, error=rec.error,
                        latency_s=rec.latency_s, cached=cached, slack=slack)
 
@@ -244,7 +243,7 @@ class Session:
             return sa > sb
         if a.latency_s and b.latency_s and a.latency_s != b.latency_s:
             return a.latency_s < b.latency_s
-        return self.criterion.better(a.metric or math.nan, b.metric or math.nan)
+        return self.objective.better(a.metric or math.nan, b.metric or math.nan)
 
     def improves(self, rec: TrialRecord) -> bool:
         best = self.best
@@ -258,7 +257,7 @@ class Session:
             return False
         if rec.passed:
             return self._faster(rec, best)
-        return self.criterion.better(rec.metric, best.metric if best.metric is not None else math.nan)
+        return self.objective.better(rec.metric, best.metric if best.metric is not None else math.nan)
 
     def _consider(self, rec: TrialRecord, model: ov.Model | None) -> None:
         if not self.improves(rec):
