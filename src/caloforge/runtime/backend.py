@@ -13,16 +13,35 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
 from caloforge.errors import UserError
 from caloforge.facts import IMAGE_SHAPE
 
+if TYPE_CHECKING:  # pragma: no cover
+    import openvino as ov
+    import torch
+
+    from caloforge.runtime.modelfile import LoadedModel
+
 PRECISIONS = ("fp32", "bf16", "int8")
-__all__ = ["IMAGE_SHAPE", "PRECISIONS", "Backend", "CompiledGenerator", "ExecConfig",
-           "available_backends", "cpu_count", "get_backend", "register_backend"]
+GeneratorModel: TypeAlias = "ov.Model | LoadedModel | str | os.PathLike[str] | torch.nn.Module | None"
+"""What a backend compiles: a path (.onnx / .xml / .safetensors, as the backend reads),
+``None`` (the shipped model), an ``openvino.Model``, a LoadedModel or a ``torch.nn.Module``."""
+__all__ = [
+    "IMAGE_SHAPE",
+    "PRECISIONS",
+    "Backend",
+    "CompiledGenerator",
+    "ExecConfig",
+    "GeneratorModel",
+    "available_backends",
+    "cpu_count",
+    "get_backend",
+    "register_backend",
+]
 
 
 def cpu_count() -> int:

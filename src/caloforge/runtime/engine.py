@@ -16,18 +16,25 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from caloforge.errors import UserError
 from caloforge.runtime.backend import (
+    Backend,
     CompiledGenerator,
     ExecConfig,
+    GeneratorModel,
     cpu_count,
     get_backend,
 )
 from caloforge.runtime.noise import latent_noise
+
+if TYPE_CHECKING:  # pragma: no cover
+    import openvino as ov
+
+    from caloforge.runtime.modelfile import ModelSource
 
 DEFAULT_BATCH = 32
 AUTO_BATCHES = (8, 32, 128)
@@ -97,7 +104,8 @@ def layouts(cores: int | None = None) -> list[tuple[int, int]]:
     return out
 
 
-def compile_model(model: Any = None, precision: str = "fp32", *, backend: str = "openvino",
+def compile_model(model: GeneratorModel = None, precision: str = "fp32", *,
+                  backend: str = "openvino",
                   streams: int | str = 1, threads: int | None = None,
                   batch_size: int | None = None, probe_seconds: float = 4.0,
                   **options: Any) -> CompiledGenerator:
@@ -120,7 +128,7 @@ def compile_model(model: Any = None, precision: str = "fp32", *, backend: str = 
     return be.compile(model, precision, cfg, **options)
 
 
-def _auto(be: Any, model: Any, precision: str, threads: int | None, batch_size: int | None,
+def _auto(be: Backend, model: GeneratorModel, precision: str, threads: int | None, batch_size: int | None,
           seconds: float, options: dict[str, Any]) -> CompiledGenerator:
     if be.name != "openvino":
         cfg = ExecConfig(1, threads, batch_size or DEFAULT_BATCH)
@@ -128,7 +136,10 @@ def _auto(be: Any, model: Any, precision: str, threads: int | None, batch_size: 
         gen.info["auto"] = {"picked": cfg.label(), "note": "single stream backend"}
         return gen
     # Resolve the model once (and quantize once) so every candidate compiles the same graph.
-    loaded = dataclasses.replace(be.load(model))
+    from caloforge.runtime.openvino_backend import OpenVINOBackend
+
+    assert isinstance(be, OpenVINOBackend)
+    loaded = dataclasses.replace(be.load(cast("ModelSource", model)))
     if precision == "int8" and not _quantized(loaded.model):
         from caloforge.runtime.openvino_backend import Calibration, quantize_int8
 
@@ -180,7 +191,7 @@ def _auto(be: Any, model: Any, precision: str, threads: int | None, batch_size: 
     return gen
 
 
-def _quantized(model: Any) -> bool:
-    from caloforge.runtime.modelfile import is_quantized
+def _quantized(model: ov.Model) -> bool:
+    from caloforge.ovgraph import is_quantized
 
     return is_quantized(model)

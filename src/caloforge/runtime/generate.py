@@ -24,7 +24,7 @@ import numpy as np
 
 from caloforge.errors import UserError
 from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
-from caloforge.runtime.backend import IMAGE_SHAPE, CompiledGenerator
+from caloforge.runtime.backend import IMAGE_SHAPE, CompiledGenerator, GeneratorModel
 from caloforge.runtime.engine import compile_model
 from caloforge.runtime.noise import cycled_energies, latent_noise, uniform_energies
 
@@ -62,7 +62,7 @@ def check_energies(energies: np.ndarray | Sequence[float],
     return e
 
 
-def trained_range(model: Any) -> tuple[float, float] | None:
+def trained_range(model: GeneratorModel | CompiledGenerator) -> tuple[float, float] | None:
     """The trained energy range (GeV) of a model given as a path or ``None`` (shipped): from
     the model card or the manifest; ``None`` when unknown."""
     if model is None:
@@ -81,7 +81,8 @@ def trained_range(model: Any) -> tuple[float, float] | None:
     return None
 
 
-def model_energy_range(gen: CompiledGenerator, model: Any) -> tuple[float, float] | None:
+def model_energy_range(gen: CompiledGenerator, model: GeneratorModel | CompiledGenerator
+                       ) -> tuple[float, float] | None:
     """The trained energy range (GeV) of the compiled model, or ``None`` when unknown."""
     rng = gen.info.get("energy_range_gev")
     if rng:
@@ -89,7 +90,7 @@ def model_energy_range(gen: CompiledGenerator, model: Any) -> tuple[float, float
     return trained_range(model)
 
 
-def _compile(model: Any, precision: str, streams: int | str, batch_size: int | None,
+def _compile(model: GeneratorModel | CompiledGenerator, precision: str, streams: int | str, batch_size: int | None,
              backend: str, threads: int | None) -> CompiledGenerator:
     if isinstance(model, CompiledGenerator):
         return model
@@ -113,7 +114,8 @@ def iter_generate(gen: CompiledGenerator, energy_fn: Callable[[int, int], np.nda
         yield gen.run(z, e.astype(np.float32), progress=progress), e
 
 
-def generate(energies: np.ndarray | list[float], model: Any = None, precision: str = "fp32",
+def generate(energies: np.ndarray | list[float], model: GeneratorModel | CompiledGenerator = None,
+             precision: str = "fp32",
              streams: int | str = "auto", seed: int = 0, *, batch_size: int | None = None,
              backend: str = "openvino", threads: int | None = None,
              allow_extrapolation: bool = False) -> np.ndarray:
@@ -148,7 +150,8 @@ def _energy_fn(energies: np.ndarray | Sequence[float] | None,
 
 def generate_to_file(
     path: str | os.PathLike[str], n: int, *, energies: np.ndarray | list[float] | None = None,
-    energy_range: tuple[float, float] | None = None, model: Any = None,
+    energy_range: tuple[float, float] | None = None,
+    model: GeneratorModel | CompiledGenerator = None,
     precision: str = "fp32", streams: int | str = "auto", seed: int = 0,
     batch_size: int | None = None, backend: str = "openvino", threads: int | None = None,
     allow_extrapolation: bool = False, compression: int = DEFAULT_COMPRESSION,

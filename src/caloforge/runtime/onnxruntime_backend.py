@@ -3,6 +3,7 @@ opinion; 3D convolutions are slow on it (see ``docs/runtime.md``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ class ONNXRuntimeBackend:
     name = "onnxruntime"
     precisions: tuple[str, ...] = ("fp32",)
 
-    def compile(self, model: Any = None, precision: str = "fp32",
+    def compile(self, model: str | os.PathLike[str] | None = None, precision: str = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> ORTGenerator:
         try:
             import onnxruntime as ort

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from caloforge.runtime.backend import (
     check_precision,
     register_backend,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
@@ -73,7 +76,8 @@ class TorchBackend:
     name = "torch"
     precisions: tuple[str, ...] = ("fp32",)
 
-    def compile(self, model: Any = None, precision: str = "fp32",
+    def compile(self, model: torch.nn.Module | str | os.PathLike[str] | None = None,
+                precision: str = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> TorchGenerator:
         import torch
 
