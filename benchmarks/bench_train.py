@@ -1,78 +1,132 @@
-"""Training throughput of the 3DGAN pieces (showers/s), fp32 vs bf16 autocast, on this machine.
+"""Training throughput: real showers/s per full training iteration, reference 3DGAN vs ``phase``.
 
-    python benchmarks/bench_train.py [--batch 32] [--repeats 3] [--threads 2]
+    python benchmarks/bench_train.py [--batch 128] [--repeats 5] [--threads 2]
 
-Times (median of ``repeats``, after one warm-up) a generator step, a generator step through the
-frozen discriminator, a discriminator step (weights updated), and a full reference iteration
-(D real + D fake + 2 G steps) per real shower. Variants run in rotation so load changes on a
-shared machine hit both alike.
+Both architectures run their real training step (:mod:`caloforge.gan.steps`: optimizer steps,
+losses, everything ``caloforge train`` does per batch) on the same MC showers (GFlash, uniform
+2-500 GeV), in rotation so that load changes on a shared machine hit both alike; medians after
+one warm-up. Rows:
+
+* ``3dgan reference``: D on a real and a fake batch, then 2 generator steps (svalleco/3Dgan);
+* ``3dgan shipped recipe``: the recipe of the previously shipped model (adversarial part every
+  4th batch, profile loss) -- what the CPU run actually paid per shower;
+* ``phase``: one D step and one G step with the feature-moment loss (the new default recipe).
+
+Also prints multiply-adds per shower of each generator and discriminator forward pass (counted
+with ``torch.utils.flop_counter``), the CPU and its flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 import warnings
+from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.gan.model import Discriminator, Generator
+from caloforge.gan.phase import PhaseDiscriminator, PhaseGenerator, fake_inputs
+from caloforge.gan.steps import PhaseStepper, ReferenceStepper
+from caloforge.gan.train import TrainConfig
+from caloforge.mc import simulate
+
+
+def cpu_line() -> str:
+    model, flags = platform.processor(), set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    wanted = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                          "amx_bf16") if f in flags]
+    return f"{model}; {torch.get_num_threads()} threads; flags: {' '.join(wanted)}"
+
+
+def macs(fn: object) -> float:
+    with FlopCounterMode(display=False) as fc:
+        fn()  # type: ignore[operator]
+    return fc.get_total_flops() / 2
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    gen, disc = Generator(), Discriminator()
     b = a.batch
-    z, e = torch.randn(b, 200), 2 + 498 * torch.rand(b)
-    real = torch.rand(b, 25, 25, 25) * (torch.rand(b, 25, 25, 25) < 0.07) * 10
+    rng = np.random.default_rng(0)
+    energies = rng.uniform(2, 500, b)
+    images, energies = simulate(energies, seed=1)
+    real_gev = torch.from_numpy(np.where(images >= 1e-6, images, 0).astype(np.float32))
+    e = torch.from_numpy(energies).float()
+    prior = {"prior0": torch.zeros(25, 25, 25), "prior1": torch.zeros(25, 25, 25),
+             "feature_mean": torch.zeros(138), "feature_std": torch.ones(138)}
+    stats = {"sf_poly": [0.0, 0.0, 0.0, 0.02], "profile_mean_x": [1.0] * 25,
+             "profile_mean_y": [1.0] * 25, "profile_mean_z": [1.0] * 25,
+             "moment_scale": [1.0] * 6}
 
-    def g_step() -> None:
-        gen.forward_scaled(z, e).sum().backward()
+    def stepper(kind: str, **kw: object) -> object:
+        cfg = TrainConfig(data="-", output="-", batch_size=b, optimizer="adam", lr=1e-4,
+                          architecture="phase" if kind == "phase" else "3dgan", **kw)  # type: ignore[arg-type]
+        noise = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        cls = PhaseStepper if kind == "phase" else ReferenceStepper
+        st = cls(cfg, torch.device("cpu"), noise, (2.0, 500.0), stats,
+                 prior if kind == "phase" else None)
+        st.finish_setup()
+        return st
 
-    def gd_step() -> None:
-        for p in disc.parameters():
-            p.requires_grad_(False)
-        p_, en, _ = disc(gen.forward_scaled(z, e)[:, 0])
-        (p_.sum() + en.sum()).backward()
-        for p in disc.parameters():
-            p.requires_grad_(True)
-
-    def d_step() -> None:
-        p_, en, _ = disc(real)
-        (p_.sum() + en.sum()).backward()
-
-    def iteration() -> None:
-        d_step()
-        with torch.no_grad():
-            fake = gen.forward_scaled(z, e)[:, 0]
-        p_, en, _ = disc(fake)
-        (p_.sum() + en.sum()).backward()
-        gd_step()
-        gd_step()
-
-    cases = {"G step": g_step, "G+D(frozen) step": gd_step, "D step": d_step,
-             "reference iteration (per real shower)": iteration}
-    times: dict[str, list[float]] = {f"{k} [{p}]": [] for k in cases for p in ("fp32", "bf16")}
+    steppers = {
+        "3dgan reference": (stepper("3dgan"), real_gev * 100.0),
+        "3dgan shipped recipe": (stepper("3dgan", adv_every=4, aux_weight=30.0,
+                                         shower_prior=True), real_gev * 100.0),
+        "phase": (stepper("phase", aux_weight=1.0, aux_groups=8), real_gev),
+    }
+    times: dict[str, list[float]] = {k: [] for k in steppers}
     for rep in range(a.repeats + 1):
-        for name, fn in cases.items():
-            for prec in ("fp32", "bf16"):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
-                    t0 = time.perf_counter()
-                    fn()
-                    dt = time.perf_counter() - t0
-                if rep:
-                    times[f"{name} [{prec}]"].append(dt)
-    out = {k: round(b / statistics.median(v), 2) for k, v in times.items()}
-    print(json.dumps({"batch": b, "threads": a.threads, "showers_per_s": out}, indent=2))
+        for name, (st, real) in steppers.items():
+            n_it = 4 if "shipped" in name else 1  # a full adv_every cycle
+            t0 = time.perf_counter()
+            for it in range(n_it):
+                st.step(real, e, it)  # type: ignore[attr-defined]
+            dt = (time.perf_counter() - t0) / n_it
+            if rep:
+                times[name].append(dt)
+    rates = {k: round(b / statistics.median(v), 2) for k, v in times.items()}
+    ref = rates["3dgan reference"]
+    z3, zp = torch.randn(1, 200), torch.randn(1, PhaseGenerator().latent_dim)
+    e1 = torch.tensor([100.0])
+    g3, d3, gp, dp = Generator().eval(), Discriminator().eval(), PhaseGenerator().eval(), \
+        PhaseDiscriminator().eval()
+    with torch.no_grad():
+        t, x, occ = fake_inputs(gp.forward_log(zp, e1), 1e-6)
+        feats = dp.features(x, occ, e1)
+    out = {
+        "cpu": cpu_line(),
+        "batch": b,
+        "real_showers_per_s_per_iteration": rates,
+        "speed_up_vs_reference": {k: round(v / ref, 1) for k, v in rates.items()},
+        "mega_macs_per_shower_forward": {
+            "3dgan generator": round(macs(lambda: g3(z3, e1)) / 1e6, 1),
+            "3dgan discriminator": round(macs(lambda: d3(torch.zeros(1, 25, 25, 25))) / 1e6, 1),
+            "phase generator": round(macs(lambda: gp(zp, e1)) / 1e6, 1),
+            "phase discriminator": round(macs(lambda: dp(t, feats, e1)) / 1e6, 1),
+        },
+        "parameters": {n: sum(p.numel() for p in m.parameters())
+                       for n, m in (("3dgan generator", g3), ("3dgan discriminator", d3),
+                                    ("phase generator", gp), ("phase discriminator", dp))},
+    }
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -45,15 +45,31 @@ def register(subparsers: Any) -> None:
                    help="default: cuda when available, else cpu")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (AMX on CPU; the generator's first conv stays fp32)")
-    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default="rmsprop")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="generator learning rate (default 1e-3)")
-    p.add_argument("--lr-d", type=positive_float, default=None, help="discriminator learning rate (default --lr)")
-    p.add_argument("--lr-decay", type=positive_float, default=1.0, help="per-epoch learning-rate factor")
+    p.add_argument("--architecture", choices=("3dgan", "phase"), default="3dgan",
+                   help="3dgan: the reference CERN 3DGAN (the case study's model); phase: the "
+                        "co-designed sub-pixel architecture (docs/gan.md). Options not given take "
+                        "the architecture's recipe defaults")
+    p.add_argument("--optimizer", choices=("rmsprop", "adam"), default=None,
+                   help="default: rmsprop (3dgan), adam (phase)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="generator learning rate (default 1e-3 for 3dgan, 5e-4 for phase)")
+    p.add_argument("--lr-d", type=positive_float, default=None,
+                   help="discriminator learning rate (default --lr for 3dgan, 2e-4 for phase)")
+    p.add_argument("--lr-decay", type=positive_float, default=None,
+                   help="per-epoch learning-rate factor (default 1 for 3dgan, 0.95 for phase)")
+    p.add_argument("--adv-weight", type=positive_float, default=1.0,
+                   help="phase: weight of the adversarial generator loss (default 1)")
+    p.add_argument("--r1-gamma", type=float, default=1.0,
+                   help="phase: R1 penalty on real inputs (default 1; 0 = off)")
+    p.add_argument("--grad-clip", type=float, default=10.0,
+                   help="phase: generator gradient-norm clip (default 10; 0 = off)")
     p.add_argument("--loss-weights", default="2,0.1,0.1",
                    help="BCE,energy-MAPE,ECAL-sum-MAPE weights (default 2,0.1,0.1)")
-    p.add_argument("--aux-weight", type=float, default=0.0,
-                   help="weight of the profile-matching auxiliary loss (default 0: reference recipe)")
-    p.add_argument("--aux-groups", type=positive_int, default=4)
+    p.add_argument("--aux-weight", type=float, default=None,
+                   help="3dgan: weight of the profile-matching loss (default 0: reference recipe); "
+                        "phase: weight of the per-energy feature mean/width loss (default 10)")
+    p.add_argument("--aux-groups", type=positive_int, default=None,
+                   help="energy groups of the auxiliary loss per batch (default 4 / 8)")
     p.add_argument("--shower-prior", action="store_true",
                    help="multiply the generator output by the training data's mean shower x E/100 "
                         "(the network learns the correction; see docs/gan.md)")
@@ -96,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.data or not args.output:
         raise UserError("--data and --output are required (or --export-default RUN_DIR)")
     from caloforge.gan.resume import removing_created_dirs
+    from caloforge.gan.steps import RECIPE_DEFAULTS
     from caloforge.gan.train import TrainConfig, train
     from caloforge.iocheck import check_io
 
@@ -104,13 +121,19 @@ def run(args: argparse.Namespace) -> int:
                                  "train.log")})
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    recipe = dict(RECIPE_DEFAULTS[args.architecture])
+    for name in ("optimizer", "lr", "lr_d", "lr_decay", "aux_weight", "aux_groups"):
+        if getattr(args, name) is not None:
+            recipe[name] = getattr(args, name)
     cfg = TrainConfig(
+        architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
+        r1_gamma=args.r1_gamma, grad_clip=args.grad_clip,
         data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, validation_events=args.validation_events,
-        device=device, bf16=args.bf16, resume=args.resume, optimizer=args.optimizer, lr=args.lr,
-        lr_d=args.lr_d, lr_decay=args.lr_decay,
+        device=device, bf16=args.bf16, resume=args.resume, optimizer=recipe["optimizer"],
+        lr=recipe["lr"], lr_d=recipe["lr_d"], lr_decay=recipe["lr_decay"],
         loss_weights=_floats(args.loss_weights, 3, "--loss-weights"),  # type: ignore[arg-type]
-        aux_weight=args.aux_weight, aux_groups=args.aux_groups,
+        aux_weight=recipe["aux_weight"], aux_groups=recipe["aux_groups"],
         shower_prior=args.shower_prior, gen_steps=args.gen_steps,
         adv_every=args.adv_every, flip_prob=args.flip_prob, image_scale=args.image_scale,
         max_events=args.max_events, threads=args.threads, progress=not args.no_progress,

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from caloforge.atomic import atomic_path
 from caloforge.errors import UserError
 from caloforge.gan.model import Generator
+from caloforge.gan.phase import PhaseGenerator
 
 GENERATOR_FORMAT = "caloforge-generator"
 
@@ -106,12 +107,19 @@ def apply_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
 
 
 def load_generator(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Generator:
-    """Load a :class:`Generator` (eval mode) from a generator file or a training checkpoint.
+    """Load a generator (eval mode) from a generator file or a training checkpoint: a
+    :class:`Generator` (reference 3DGAN) or a :class:`caloforge.gan.phase.PhaseGenerator`,
+    recognised by its tensors.
 
     Raises :class:`UserError` ("<file>: <problem>") for a missing, corrupt or mismatched file.
     """
     tensors = load_tensors(path, "generator weights file (safetensors)")
     state = generator_state_from(tensors)
+    if "dense1.weight" in state:  # the phase architecture (caloforge.gan.phase)
+        phase = PhaseGenerator(base=int(state["conv1.weight"].shape[1])
+                               if "conv1.weight" in state else 32)
+        apply_state(phase, state, path, "phase generator")
+        return phase.eval().to(map_location)  # type: ignore[return-value]
     if "dense.weight" not in state:
         raise UserError(f"{path}: no generator weights in this file (keys: {', '.join(sorted(state)[:4])}...)")
     latent = int(state["dense.weight"].shape[1])

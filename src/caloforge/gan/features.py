@@ -1,0 +1,102 @@
+"""Differentiable high-level shower features: what a calorimeter physicist reads off a shower.
+
+Per event (images (B, X, Y, Z) in GeV, layer axis last), the features are those of the
+CaloChallenge high-level classifier and of ``docs/validation.md`` (arXiv 2410.21611, sec. 4):
+
+* the layer-calibrated energy response ``ln(sum_l w_l E_l / E_primary)``, ``w_l = f_0 / f_l``
+  the inverse sampling fraction of layer ``l`` relative to the first (CLIC: 1 in front, 1.97 in
+  the 8 back layers) -- mean and width per energy are what calorimetry calibrates;
+* the longitudinal profile: ``ln(E_l / E + 1e-5)`` per layer;
+* the hit multiplicity: ``ln(1 + n_l)`` per layer and ``ln(1 + n)`` in all;
+* per layer the energy-weighted centroids in x and y and the radial width (cells);
+* the depth centroid and depth spread (layers).
+
+Hits are counted from an occupancy tensor (0/1 for data; a straight-through estimator for the
+generator, :func:`caloforge.gan.transform.occupancy`), so the counts carry a gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from caloforge.detector import clic_ecal
+
+_EPS = 1e-9
+
+
+def calibration_weights() -> np.ndarray:
+    """``w_l = f_0 / f_l`` of the CLIC ECAL (the 3DGAN detector), shape (25,)."""
+    f = np.asarray(clic_ecal().layer_sampling_fraction, dtype=np.float64)
+    return (f[0] / f).astype(np.float32)
+
+
+def n_features(n_layers: int = 25) -> int:
+    """Length of the feature vector of :func:`shower_features`."""
+    return 1 + 5 * n_layers + 3
+
+
+def shower_features(x: torch.Tensor, occ: torch.Tensor, energy: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+    """(B, n_features) high-level features; ``x`` GeV (B, X, Y, Z), ``occ`` occupancy of the same
+    shape, ``energy`` primary GeV (B,), ``weights`` calibration weights (Z,)."""
+    _, nx, ny, nz = x.shape
+    layer_e = x.sum(dim=(1, 2))                                    # (B, Z)
+    total = layer_e.sum(dim=1) + _EPS
+    calibrated = (layer_e * weights).sum(dim=1) + _EPS
+    response = torch.log(calibrated / energy).unsqueeze(1)
+    frac = torch.log(layer_e / total.unsqueeze(1) + 1e-5)
+    hits_l = occ.sum(dim=(1, 2))
+    log_hits = torch.log1p(hits_l)
+    ix = torch.arange(nx, dtype=x.dtype, device=x.device) - (nx - 1) / 2
+    iy = torch.arange(ny, dtype=x.dtype, device=x.device) - (ny - 1) / 2
+    le = layer_e + _EPS
+    cx = (x.sum(dim=2) * ix[None, :, None]).sum(dim=1) / le        # (B, Z)
+    cy = (x.sum(dim=1) * iy[None, :, None]).sum(dim=1) / le
+    r2 = ix[:, None] ** 2 + iy[None, :] ** 2                       # (X, Y)
+    width = torch.sqrt((x * r2[None, :, :, None]).sum(dim=(1, 2)) / le + 1e-6)
+    iz = torch.arange(nz, dtype=x.dtype, device=x.device)
+    w = layer_e / total.unsqueeze(1)
+    zbar = (w * iz).sum(dim=1)
+    zspread = torch.sqrt((w * (iz - zbar.unsqueeze(1)) ** 2).sum(dim=1) + 1e-6)
+    n_tot = torch.log1p(hits_l.sum(dim=1))
+    return torch.cat([response, frac, log_hits, cx, cy, width,
+                      n_tot.unsqueeze(1), zbar.unsqueeze(1), zspread.unsqueeze(1)], dim=1)
+
+
+def feature_weights(n_layers: int = 25) -> torch.Tensor:
+    """Weights of the features in :func:`grouped_moment_loss`: the one-number summaries a
+    physicist calibrates on (response x 10; total hits, depth centroid and spread x 5) count as
+    much as a whole per-layer block, each per-layer feature 1."""
+    w = torch.ones(n_features(n_layers))
+    w[0] = 10.0
+    w[-3:] = 5.0
+    return w
+
+
+def grouped_moment_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor,
+                        scale: torch.Tensor, n_groups: int,
+                        weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and width matching of features per energy group.
+
+    ``fake`` and ``real`` (B, F) are features of showers at the *same* primary energies
+    ``energy`` (B,); the batch is sorted by energy and cut into ``n_groups`` groups; per group
+    and feature the means and the standard deviations are compared, in units of ``scale`` (F,)
+    (the data's feature spread), weighted by ``weights`` (default :func:`feature_weights`).
+    For a correct generator both differences vanish in expectation,
+    so the loss is an unbiased, low-noise signal on exactly what validation measures (response and
+    resolution per energy, hits, profiles). Returns (mean term, width term).
+    """
+    w = (feature_weights(fake.shape[1] and (fake.shape[1] - 4) // 5) if weights is None
+         else weights).to(fake.device)
+    w = w / w.sum()
+    order = torch.argsort(energy)
+    f, r = fake[order], real[order]
+    mean_terms, std_terms = [], []
+    for idx in torch.tensor_split(torch.arange(len(order), device=fake.device), n_groups):
+        if len(idx) < 2:
+            continue
+        fg, rg = f[idx], r[idx]
+        mean_terms.append(((fg.mean(0) - rg.mean(0)).abs() / scale * w).sum())
+        std_terms.append(((fg.std(0) - rg.std(0)).abs() / scale * w).sum())
+    return torch.stack(mean_terms).mean(), torch.stack(std_terms).mean()

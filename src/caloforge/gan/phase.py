@@ -1,0 +1,192 @@
+"""The ``phase`` architecture: a generator and discriminator co-designed for 2 CPU cores.
+
+Why (measured in ``benchmarks/bench_train.py``; ``docs/gan.md``): the reference 3DGAN upsamples
+by repetition and then convolves at full resolution, and its discriminator convolves 32 channels
+with 5^3 kernels on all 25^3 cells; a training iteration costs ~20 GFLOP per real shower. Here:
+
+* **Sub-pixel (phase) upsampling.** Each upsampling is a transposed convolution of kernel 4,
+  stride 2 (``ConvTranspose3d(k=4, s=2, p=1)``): every output phase (one of the 2^3 positions of
+  a cell inside its 2x2x2 block) is a 2^3 convolution evaluated at the *low* resolution (Shi et
+  al., "Real-time single image and video super-resolution using an efficient sub-pixel
+  convolutional neural network", CVPR 2016; Odena et al., Distill 2016). The work stays at 7^3 and
+  14^3 cells; the full-resolution layer has one output channel.
+* **Channel counts in multiples of 16** (VNNI/AMX int8 dot products work on 4/16-wide groups).
+* **Log cell energies with exact zeros** (:mod:`caloforge.gan.transform`): the network emits
+  ``u``; the graph returns ``threshold * exp(u)`` where ``u > 0`` and an exact 0 elsewhere.
+* **An energy prior in log space**: ``u = net + prior(ln E)``, a per-cell log image of the
+  training data tabulated at 10 energies (equal steps in ln E) and interpolated linearly in
+  ln E (the depth of a shower grows with ln E, Rossi's approximation B). The network learns the
+  residual.
+* **Conditioning**: ``[z_global, ln(E/100), E/100]`` into the dense layer, and FiLM
+  scales/shifts of every convolution from ``(ln(E/100), E/100)`` (Perez et al., AAAI 2018).
+* **Per-cell noise** (StyleGAN's noise inputs, Karras et al., CVPR 2019): the hits of a shower
+  are a random pattern of a few hundred cells, which 64 global numbers cannot draw. The latent
+  vector therefore also carries one Gaussian per cell of the 7^3 and 14^3 grids (3,151 numbers
+  in all), added to the feature maps with a learned strength per channel. It is an ordinary
+  input, so the runtime's seeded noise keeps "same seed, same showers".
+* **A discriminator that downsamples early**: strided 4^3 convolutions 25^3 -> 12^3 -> 6^3 -> 3^3
+  (16/32/64 channels, ~10 M multiply-adds per shower, against ~800 M for the reference), plus a
+  branch on the differentiable high-level features of :mod:`caloforge.gan.features` (response,
+  longitudinal profile, hits per layer, centroids, widths), standardised with the data's
+  statistics. Spectral normalisation (Miyato et al., ICLR 2018) keeps it smooth.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from caloforge.gan.data import CELL_THRESHOLD_GEV
+from caloforge.gan.features import calibration_weights, n_features, shower_features
+from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
+from caloforge.gan.transform import ZERO_LEVEL, generated_gev, generated_log, occupancy
+
+#: Latent inputs: 64 global numbers, then one noise value per cell of the 7^3 and 14^3 grids.
+GLOBAL_LATENT = 64
+NOISE_7 = 7 ** 3
+NOISE_14 = 14 ** 3
+PHASE_LATENT_DIM = GLOBAL_LATENT + NOISE_7 + NOISE_14
+_SLOPE = 0.2
+#: Cap of the log output in the exported graph: threshold * e^16 = 8.9 GeV per cell at the
+#: 1e-6 GeV threshold, far above the hottest cell of a 500 GeV shower (~0.5 GeV visible). Training
+#: works on the uncapped output (a cap there would trap a cell where its gradient vanishes) and
+#: penalises ``u > U_MAX`` instead.
+U_MAX = 16.0
+#: Energies at which the log prior is tabulated (equal steps in ln E over the training range).
+PRIOR_KNOTS = 10
+
+
+def _conditions(energy: torch.Tensor) -> torch.Tensor:
+    e = energy.reshape(-1, 1) / ENERGY_SCALE_GEV
+    return torch.cat([torch.log(e), e], dim=1)
+
+
+class _FiLM(nn.Module):
+    """Per-channel ``x * (1 + gamma(c)) + beta(c)`` from the energy conditions ``c`` (B, 2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2 * channels)
+        nn.init.zeros_(self.lin.weight)
+        nn.init.zeros_(self.lin.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.lin(c).chunk(2, dim=1)
+        shape = (-1, x.shape[1], 1, 1, 1)
+        return x * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
+
+
+class PhaseGenerator(nn.Module):
+    """``forward(z, energy)``: ``z`` (B, 64) standard normal, ``energy`` (B,) GeV -> (B, 25, 25,
+    25) visible cell energies in GeV with exact zeros below ``cell_threshold_gev``.
+    ``forward_log`` returns the pre-threshold log output ``u`` (B, 25, 25, 25)."""
+
+    architecture = "phase"
+
+    def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV) -> None:
+        super().__init__()
+        self.latent_dim = PHASE_LATENT_DIM
+        self.base = base
+        self.dense1 = nn.Linear(GLOBAL_LATENT + 2, 256)
+        self.dense2 = nn.Linear(256, base * 7 ** 3)
+        self.noise7 = nn.Parameter(torch.full((1, base, 1, 1, 1), 0.1))
+        self.noise14 = nn.Parameter(torch.full((1, 16, 1, 1, 1), 0.1))
+        self.conv1 = nn.Conv3d(base, 2 * base, 3, padding=1)          # 7^3
+        self.film1 = _FiLM(2 * base)
+        self.up1 = nn.ConvTranspose3d(2 * base, 16, 4, stride=2, padding=1)   # -> 14^3
+        self.film2 = _FiLM(16)
+        self.conv2 = nn.Conv3d(16, 16, 3, padding=1)                  # 14^3
+        self.film3 = _FiLM(16)
+        self.up2 = nn.ConvTranspose3d(16, 1, 4, stride=2, padding=1)  # -> 28^3
+        with torch.no_grad():  # start close to the prior
+            self.up2.weight.mul_(0.1)
+            self.up2.bias.zero_()
+        self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
+        self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+                                                   * IMAGE_SHAPE[2])))
+        self.register_buffer("prior_knots", torch.linspace(-3.9, 1.6, PRIOR_KNOTS))
+
+    def set_prior(self, prior: torch.Tensor, knots: torch.Tensor) -> None:
+        """Per-cell log prior (transformed units) at ``knots`` (ascending values of
+        ``ln(E/100)``): ``prior`` has shape (PRIOR_KNOTS, 25, 25, 25)."""
+        with torch.no_grad():
+            self.prior.copy_(prior.reshape(self.prior.shape))
+            self.prior_knots.copy_(knots.reshape(-1))
+
+    def prior_image(self, ell: torch.Tensor) -> torch.Tensor:
+        """The prior at ``ell = ln(E/100)`` (B, 1): piecewise linear between the knots (hat
+        functions, constant beyond the end knots), shape (B, 25, 25, 25)."""
+        k = self.prior_knots
+        ell = torch.clamp(ell, k[0], k[-1])
+        step = k[1] - k[0]
+        hat = torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / step, min=0.0)   # (B, K)
+        return (hat @ self.prior).reshape(-1, *IMAGE_SHAPE)
+
+    def forward_log(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        c = _conditions(energy)
+        zg = z[:, :GLOBAL_LATENT]
+        n7 = z[:, GLOBAL_LATENT:GLOBAL_LATENT + NOISE_7].reshape(-1, 1, 7, 7, 7)
+        n14 = z[:, GLOBAL_LATENT + NOISE_7:].reshape(-1, 1, 14, 14, 14)
+        h = F.leaky_relu(self.dense1(torch.cat([zg, c], dim=1)), _SLOPE)
+        h = F.leaky_relu(self.dense2(h), _SLOPE).reshape(-1, self.base, 7, 7, 7)
+        h = F.leaky_relu(self.film1(self.conv1(h + self.noise7 * n7), c), _SLOPE)
+        h = F.leaky_relu(self.film2(self.up1(h), c), _SLOPE)
+        h = F.leaky_relu(self.film3(self.conv2(h + self.noise14 * n14), c), _SLOPE)
+        u = self.up2(h)[:, 0, 1:26, 1:26, 1:26]
+        return u + self.prior_image(c[:, :1])
+
+    def forward(self, z: torch.Tensor, energy: torch.Tensor, log: bool = False) -> torch.Tensor:
+        u = self.forward_log(z, energy)
+        return u if log else generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
+
+
+class PhaseDiscriminator(nn.Module):
+    """``forward(t, x, occ, energy)`` -> real/fake logit (B,). ``t`` transformed image, ``x`` GeV,
+    ``occ`` occupancy, all (B, 25, 25, 25); ``energy`` (B,) GeV."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        sn = spectral_norm
+        self.conv1 = sn(nn.Conv3d(1, 16, 4, stride=2, padding=1))    # 25 -> 12
+        self.conv2 = sn(nn.Conv3d(16, 32, 4, stride=2, padding=1))   # 12 -> 6
+        self.conv3 = sn(nn.Conv3d(32, 64, 3, stride=2, padding=1))   # 6 -> 3
+        self.conv_out = sn(nn.Linear(64 * 27, 128))
+        nf = n_features()
+        self.feat1 = sn(nn.Linear(nf, 256))
+        self.feat2 = sn(nn.Linear(256, 128))
+        self.head1 = sn(nn.Linear(128 + 128 + 2, 256))
+        self.head2 = sn(nn.Linear(256, 1))
+        self.register_buffer("weights", torch.from_numpy(calibration_weights()))
+        self.register_buffer("feature_mean", torch.zeros(nf))
+        self.register_buffer("feature_std", torch.ones(nf))
+
+    def features(self, x: torch.Tensor, occ: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        return shower_features(x, occ, energy, self.weights)
+
+    def forward(self, t: torch.Tensor, feats: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(t.unsqueeze(1)), _SLOPE)
+        h = F.leaky_relu(self.conv2(h), _SLOPE)
+        h = F.leaky_relu(self.conv3(h), _SLOPE)
+        hc = F.leaky_relu(self.conv_out(h.flatten(1)), _SLOPE)
+        f = (feats - self.feature_mean) / self.feature_std
+        hf = F.leaky_relu(self.feat2(F.leaky_relu(self.feat1(f), _SLOPE)), _SLOPE)
+        h = torch.cat([hc, hf, _conditions(energy)], dim=1)
+        return self.head2(F.leaky_relu(self.head1(h), _SLOPE)).squeeze(1)
+
+
+def real_inputs(images_gev: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor]:
+    """(t, x, occ) of data showers in GeV (cells below ``threshold`` are empty)."""
+    occ = (images_gev >= threshold).to(images_gev.dtype)
+    x = images_gev * occ
+    safe = torch.where(occ > 0, images_gev, torch.full_like(images_gev, threshold))
+    t = torch.where(occ > 0, torch.log(safe / threshold), torch.full_like(images_gev, ZERO_LEVEL))
+    return t, x, occ
+
+
+def fake_inputs(u: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                           torch.Tensor]:
+    """(t, x, occ) of generator outputs ``u``, with gradients (straight-through occupancy)."""
+    return generated_log(u), generated_gev(u, threshold), occupancy(u)

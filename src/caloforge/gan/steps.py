@@ -1,0 +1,350 @@
+"""One training iteration per architecture: the reference 3DGAN recipe and the ``phase`` recipe.
+
+A *stepper* owns the generator, the discriminator and their optimizers for one run and turns a
+real batch into optimizer steps; :func:`caloforge.gan.train.train` does the rest (data, epochs,
+checkpoints, resume, validation) the same way for both.
+
+* :class:`ReferenceStepper` -- svalleco/3Dgan energy-only (``docs/gan.md``): D on a real then a
+  fake batch, 5 % label flips, ``gen_steps`` generator steps; BCE + MAPE(E/100) + MAPE(ECAL sum);
+  optional profile-matching loss.
+* :class:`PhaseStepper` -- the co-designed architecture of :mod:`caloforge.gan.phase`: one fake
+  batch at the real batch's energies per iteration; D step (non-saturating BCE on real vs fake,
+  R1 penalty ``r1_gamma`` on the real inputs: Mescheder et al., ICML 2018); G step:
+  ``adv_weight`` x non-saturating adversarial loss + ``aux_weight`` x the per-energy-group mean/width
+  matching of the high-level features (response, longitudinal profile, hits per layer,
+  centroids, widths; :func:`caloforge.gan.features.grouped_moment_loss`), gradient norm clipped
+  at ``grad_clip``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from caloforge.errors import UserError
+from caloforge.gan.data import CELL_THRESHOLD_GEV
+from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
+from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
+from caloforge.gan.phase import (
+    PRIOR_KNOTS,
+    U_MAX,
+    PhaseDiscriminator,
+    PhaseGenerator,
+    fake_inputs,
+    real_inputs,
+)
+
+ARCHITECTURES = ("3dgan", "phase")
+
+#: Recipe defaults per architecture (what ``caloforge train`` uses for options not given):
+#: the reference's RMSprop recipe, and the phase recipe of docs/gan.md.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "3dgan": {"optimizer": "rmsprop", "lr": 1e-3, "lr_d": None, "lr_decay": 1.0,
+              "aux_weight": 0.0, "aux_groups": 4, "betas": (0.5, 0.999), "batch_size": 128},
+    "phase": {"optimizer": "adam", "lr": 5e-4, "lr_d": 2e-4, "lr_decay": 0.95,
+              "aux_weight": 10.0, "aux_groups": 8, "betas": (0.5, 0.9), "batch_size": 128},
+}
+
+
+def make_optimizer(kind: str, params: Any, lr: float, betas: tuple[float, float]
+                   ) -> torch.optim.Optimizer:
+    if kind == "rmsprop":
+        # Keras RMSprop defaults: rho 0.9, epsilon 1e-7
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    raise UserError(f"optimizer {kind!r}: choose rmsprop or adam")
+
+
+def sampling_fraction(poly: list[float], energies_gev: torch.Tensor) -> torch.Tensor:
+    """f(E): the fitted sampling-fraction polynomial in ln(E/GeV)."""
+    x = torch.log(energies_gev.double())
+    out = torch.zeros_like(x)
+    for c in poly:
+        out = out * x + c
+    return out.float()
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in module.parameters():
+            p.requires_grad_(True)
+
+
+class Stepper:
+    """Shared state of a stepper: models, DDP wrappers, optimizers, the noise generator."""
+
+    gen: torch.nn.Module
+    disc: torch.nn.Module
+
+    def __init__(self, cfg: Any, device: torch.device, noise: torch.Generator,
+                 e_range: tuple[float, float]) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.noise = noise
+        self.e_lo, self.e_hi = e_range
+        self.g_model: torch.nn.Module
+        self.d_model: torch.nn.Module
+
+    def finish_setup(self) -> None:
+        cfg = self.cfg
+        lr_d = cfg.lr if cfg.lr_d is None else cfg.lr_d
+        self.lr_d = lr_d
+        self.opt_g = make_optimizer(cfg.optimizer, self.gen.parameters(), cfg.lr, cfg.betas)
+        self.opt_d = make_optimizer(cfg.optimizer, self.disc.parameters(), lr_d, cfg.betas)
+        self.g_model, self.d_model = self.gen, self.disc
+
+    def wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.g_model = DDP(self.gen, device_ids=ids)
+        self.d_model = DDP(self.disc, device_ids=ids)
+
+    def set_lr(self, epoch: int) -> None:
+        f = self.cfg.lr_decay ** (epoch - 1)
+        for g in self.opt_g.param_groups:
+            g["lr"] = self.cfg.lr * f
+        for g in self.opt_d.param_groups:
+            g["lr"] = self.lr_d * f
+
+    def latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.gen.latent_dim, generator=self.noise).to(self.device)
+
+    def uniform_energies(self, n: int) -> torch.Tensor:
+        return (self.e_lo + (self.e_hi - self.e_lo) * torch.rand(n, generator=self.noise)
+                ).to(self.device)
+
+    def step(self, real: torch.Tensor, e_real: torch.Tensor, it: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def forward_scaled(self, gen: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        """The call that BatchNorm re-estimation runs on a copy of the generator."""
+        raise NotImplementedError
+
+
+class ReferenceStepper(Stepper):
+    """The 3DGAN recipe (module doc); images in internal units (GeV x ``image_scale``)."""
+
+    def __init__(self, cfg: Any, device: torch.device, noise: torch.Generator,
+                 e_range: tuple[float, float], stats: dict[str, Any], prior: Any) -> None:
+        super().__init__(cfg, device, noise, e_range)
+        gen = Generator(image_scale=cfg.image_scale)
+        if cfg.shower_prior and prior is not None:
+            gen.set_prior(torch.as_tensor(prior), 1.0)
+        self.gen = gen.to(device)
+        self.disc = Discriminator().to(device)
+        self.sf_poly = stats["sf_poly"]
+        self.aux = (ProfileMatchingLoss(stats, cfg.aux_groups, device=device)
+                    if cfg.aux_weight > 0 else None)
+        self.amp = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16
+                    else contextlib.nullcontext())
+
+    def forward_scaled(self, gen: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        return gen.forward_scaled  # type: ignore[no-any-return]
+
+    def _labels(self, value: float, n: int) -> torch.Tensor:
+        lab = torch.full((n,), value)
+        flip = torch.rand(n, generator=self.noise) < self.cfg.flip_prob
+        return torch.where(flip, 1.0 - lab, lab).to(self.device)
+
+    def _disc_step(self, real: torch.Tensor, e_real: torch.Tensor, logs: dict[str, float]) -> None:
+        cfg, B = self.cfg, len(real)
+        w_bce, w_e, _ = (float(w) for w in cfg.loss_weights)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.amp:
+            p_r, e_r, _ = self.d_model(real)
+        loss_r = w_bce * bce(p_r, self._labels(cfg.real_label, B)) + \
+            w_e * mape(e_r, e_real / ENERGY_SCALE_GEV)
+        loss_r.backward()
+        self.opt_d.step()
+        e_fake = self.uniform_energies(B)
+        z = self.latent(B)
+        with torch.no_grad(), self.amp:
+            fake = self.gen.forward_scaled(z, e_fake)[:, 0].float()
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.amp:
+            p_f, e_f, _ = self.d_model(fake)
+        loss_f = w_bce * bce(p_f, self._labels(0.0, B)) + w_e * mape(e_f, e_fake / ENERGY_SCALE_GEV)
+        loss_f.backward()
+        self.opt_d.step()
+        logs["d_real"] = float(loss_r.detach())
+        logs["d_fake"] = float(loss_f.detach())
+        logs["d_acc"] = 0.5 * (float((p_r > 0.5).float().mean()) + float((p_f < 0.5).float().mean()))
+
+    def _gen_loss(self, real: torch.Tensor, e_real: torch.Tensor, adversarial: bool,
+                  logs: dict[str, float]) -> torch.Tensor:
+        cfg, B = self.cfg, len(real)
+        w_bce, w_e, w_ecal = (float(w) for w in cfg.loss_weights)
+        e_gen = e_real if self.aux is not None else self.uniform_energies(B)
+        z = self.latent(B)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.amp:
+            fake = self.g_model.forward_scaled(z, e_gen)[:, 0] if self.g_model is self.gen \
+                else self.g_model(z, e_gen) * self.gen.image_scale
+        fake = fake.float()
+        target_sum = e_gen * sampling_fraction(self.sf_poly, e_gen) * cfg.image_scale
+        l_ecal = mape(fake.sum(dim=(1, 2, 3)), target_sum)
+        loss = w_ecal * l_ecal
+        logs["g_ecal"] = float(l_ecal.detach())
+        if adversarial:
+            with self.amp:
+                p_g, e_g, _ = self.disc(fake)
+            l_bce = bce(p_g, torch.ones(B, device=self.device))
+            l_e = mape(e_g, e_gen / ENERGY_SCALE_GEV)
+            loss = loss + w_bce * l_bce + w_e * l_e
+            logs["g_bce"] = float(l_bce.detach())
+            logs["g_energy"] = float(l_e.detach())
+        if self.aux is not None:
+            l_prof, l_mom = self.aux(fake, real, e_gen)
+            loss = loss + cfg.aux_weight * (l_prof + l_mom)
+            logs["g_aux_profile"] = float(l_prof.detach())
+            logs["g_aux_moment"] = float(l_mom.detach())
+        return loss
+
+    def step(self, real: torch.Tensor, e_real: torch.Tensor, it: int) -> dict[str, float]:
+        adversarial = it % self.cfg.adv_every == 0
+        logs: dict[str, float] = {}
+        if adversarial:
+            self._disc_step(real, e_real, logs)
+        with _frozen(self.disc):
+            for _ in range(self.cfg.gen_steps):
+                loss = self._gen_loss(real, e_real, adversarial, logs)
+                check_finite(loss)
+                loss.backward()
+                self.opt_g.step()
+        return logs
+
+
+def check_finite(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the generator loss became {float(loss)}")
+
+
+class PhaseStepper(Stepper):
+    """The ``phase`` recipe (module doc); images in GeV."""
+
+    def __init__(self, cfg: Any, device: torch.device, noise: torch.Generator,
+                 e_range: tuple[float, float], stats: dict[str, Any], prior: Any) -> None:
+        super().__init__(cfg, device, noise, e_range)
+        self.threshold = CELL_THRESHOLD_GEV
+        gen = PhaseGenerator(cell_threshold_gev=self.threshold)
+        disc = PhaseDiscriminator()
+        if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
+            gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]))
+            disc.feature_mean.copy_(torch.as_tensor(prior["feature_mean"]))
+            disc.feature_std.copy_(torch.as_tensor(prior["feature_std"]))
+        self.gen = gen.to(device)
+        self.disc = disc.to(device)
+
+    def forward_scaled(self, gen: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        return gen.forward_log  # type: ignore[no-any-return]
+
+    def step(self, real: torch.Tensor, e_real: torch.Tensor, it: int) -> dict[str, float]:
+        cfg, B = self.cfg, len(real)
+        disc: PhaseDiscriminator = self.disc  # type: ignore[assignment]
+        t_r, x_r, o_r = real_inputs(real, self.threshold)
+        f_r = disc.features(x_r, o_r, e_real)
+        u = self.g_model.forward_log(self.latent(B), e_real) if self.g_model is self.gen \
+            else self.g_model(self.latent(B), e_real, log=True)
+        t_f, x_f, o_f = fake_inputs(u, self.threshold)
+        f_f = disc.features(x_f, o_f, e_real)
+        logs: dict[str, float] = {}
+        adversarial = it % cfg.adv_every == 0
+        if adversarial:  # D step on real vs (detached) fake, R1 penalty on the real inputs
+            self.opt_d.zero_grad(set_to_none=True)
+            if cfg.r1_gamma > 0:
+                t_r = t_r.detach().requires_grad_(True)
+                f_r = f_r.detach().requires_grad_(True)
+            s_r = self.d_model(t_r, f_r, e_real)
+            s_f = self.d_model(t_f.detach(), f_f.detach(), e_real)
+            loss_d = F.softplus(-s_r).mean() + F.softplus(s_f).mean()
+            if cfg.r1_gamma > 0:
+                g_t, g_f = torch.autograd.grad(s_r.sum(), (t_r, f_r), create_graph=True)
+                r1 = g_t.square().sum(dim=(1, 2, 3)).mean() + g_f.square().sum(dim=1).mean()
+                loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
+                logs["d_r1"] = float(r1.detach())
+            loss_d.backward()
+            self.opt_d.step()
+            logs["d_loss"] = float(loss_d.detach())
+            logs["d_acc"] = 0.5 * (float((s_r > 0).float().mean()) + float((s_f < 0).float().mean()))
+        self.opt_g.zero_grad(set_to_none=True)
+        from caloforge.gan.features import grouped_moment_loss
+
+        l_mean, l_width = grouped_moment_loss(f_f, f_r, e_real, disc.feature_std, cfg.aux_groups)
+        l_cap = torch.relu(u - U_MAX).square().mean()
+        loss = cfg.aux_weight * (l_mean + l_width) + 100.0 * l_cap
+        logs["g_mean"] = float(l_mean.detach())
+        logs["g_width"] = float(l_width.detach())
+        if adversarial:
+            with _frozen(disc):
+                l_adv = F.softplus(-disc(t_f, f_f, e_real)).mean()
+            loss = loss + cfg.adv_weight * l_adv
+            logs["g_adv"] = float(l_adv.detach())
+        check_finite(loss)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            logs["g_grad"] = float(torch.nn.utils.clip_grad_norm_(self.gen.parameters(),
+                                                                   cfg.grad_clip))
+        self.opt_g.step()
+        return logs
+
+
+def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
+    """Data-derived buffers of the ``phase`` models, from the first ``n_events`` events.
+
+    The per-cell log prior at ``PRIOR_KNOTS`` energies (the centres of equal bins in
+    ``l = ln(E/100)``; a bin with too few events copies its nearest neighbour): per cell, the log
+    of the mean energy of the cell *when hit* (transformed units) for a cell hit in at least half
+    of the showers, and ``-2 + 4 logit(p_hit)`` (below zero: off) for a cell hit less often --
+    the best a deterministic image can do; the network's noise inputs then switch on the random
+    hits. Cells never hit sit at -10. Also the mean and spread of the high-level features
+    (discriminator input
+    standardisation and moment-loss units)."""
+    from caloforge.data import open_showers
+    from caloforge.gan.features import calibration_weights, shower_features
+
+    with open_showers(path) as f:
+        imgs, ens = [], []
+        for img, e in f.iter_chunks(1000, 0, n_events):
+            imgs.append(np.where(img >= CELL_THRESHOLD_GEV, img, 0).astype(np.float32))
+            ens.append(e.astype(np.float64))
+    x = np.concatenate(imgs)
+    e = np.concatenate(ens)
+    ell = np.log(e / ENERGY_SCALE_GEV)
+    edges = np.linspace(ell.min(), ell.max(), PRIOR_KNOTS + 1)
+    knots = 0.5 * (edges[:-1] + edges[1:])
+    logs: list[np.ndarray | None] = []
+    for lo, hi in itertools.pairwise(edges):
+        m = (ell >= lo) & (ell <= hi)
+        if m.sum() < 8:
+            logs.append(None)
+            continue
+        hits = (x[m] > 0).sum(axis=0)
+        p = np.clip(hits / m.sum(), 1e-3, 1 - 1e-3)
+        mean_hit = x[m].sum(axis=0, dtype=np.float64) / np.maximum(hits, 1)
+        value = np.log(np.maximum(mean_hit, CELL_THRESHOLD_GEV) / CELL_THRESHOLD_GEV)
+        u = np.where(p >= 0.5, value, -2.0 + 4.0 * np.log(p / (1 - p)))
+        logs.append(np.where(hits > 0, np.maximum(u, -10.0), -10.0))
+    filled = [k for k, v in enumerate(logs) if v is not None]
+    if not filled:
+        raise UserError(f"{path}: too few events for the phase architecture's prior")
+    prior = np.stack([logs[min(filled, key=lambda j: abs(j - k))] for k in range(PRIOR_KNOTS)])  # type: ignore[misc]
+    xt = torch.from_numpy(x)
+    occ = (xt > 0).float()
+    feats = shower_features(xt, occ, torch.from_numpy(e).float(),
+                            torch.from_numpy(calibration_weights())).numpy()
+    return {"prior": prior.astype(np.float32), "prior_knots": knots.astype(np.float32),
+            "feature_mean": feats.mean(axis=0).astype(np.float32),
+            "feature_std": np.maximum(feats.std(axis=0), 1e-3).astype(np.float32)}

@@ -1,0 +1,132 @@
+"""The ``phase`` architecture: transform, exact zeros, round trips, sub-pixel equivalence, and a
+short training that improves the validation score."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from caloforge.gan.checkpoint import load_generator, save_generator
+from caloforge.gan.data import CELL_THRESHOLD_GEV
+from caloforge.gan.features import calibration_weights, shower_features
+from caloforge.gan.phase import PhaseGenerator
+from caloforge.gan.transform import ZERO_LEVEL, from_log_numpy, to_log_numpy
+
+
+def test_log_transform_round_trips_and_matches_its_formula() -> None:
+    x = np.array([0.0, 5e-7, 2e-6, 3.2e-4, 0.5, 2.0], dtype=np.float32)
+    t = to_log_numpy(x)
+    # independent expectation: ln(x / 1e-6) above the threshold, the zero level below
+    assert t[0] == ZERO_LEVEL and t[1] == ZERO_LEVEL
+    assert t[2] == pytest.approx(math.log(2.0), rel=1e-6)
+    assert t[3] == pytest.approx(math.log(320.0), rel=1e-6)
+    back = from_log_numpy(t)
+    np.testing.assert_array_equal(back[:2], 0.0)
+    np.testing.assert_allclose(back[2:], x[2:], rtol=1e-6)
+
+
+def _generator(seed: int = 0) -> PhaseGenerator:
+    torch.manual_seed(seed)
+    g = PhaseGenerator()
+    with torch.no_grad():  # a non-trivial output: random weights of ordinary size in the last layer
+        g.up2.weight.normal_(0.0, 0.3)
+        g.up2.bias.fill_(0.0)
+    return g.eval()
+
+
+def test_generated_cells_are_exact_zeros_or_above_the_threshold() -> None:
+    g = _generator()
+    z = torch.randn(8, g.latent_dim)
+    with torch.no_grad():
+        x = g(z, torch.tensor([2.0, 5.0, 10.0, 50.0, 100.0, 200.0, 400.0, 500.0]))
+    assert x.shape == (8, 25, 25, 25)
+    on = x > 0
+    assert 0.05 < float(on.float().mean()) < 0.95  # both empty and occupied cells present
+    assert float(x[on].min()) >= CELL_THRESHOLD_GEV * (1 - 1e-6)
+    assert torch.isfinite(x).all()
+
+
+def test_phase_generator_round_trips_through_safetensors(tmp_path) -> None:
+    g = _generator(1)
+    path = save_generator(g, tmp_path / "g.safetensors", {"architecture": "phase"})
+    back = load_generator(path)
+    assert isinstance(back, PhaseGenerator)
+    z, e = torch.randn(4, g.latent_dim), torch.tensor([3.0, 30.0, 300.0, 480.0])
+    with torch.no_grad():
+        torch.testing.assert_close(back(z, e), g(z, e))
+
+
+def test_phase_generator_round_trips_through_onnx(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from caloforge.gan.export import export_onnx
+
+    g = _generator(2)
+    path = export_onnx(g, tmp_path / "g.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z = torch.randn(5, g.latent_dim)
+    e = torch.tensor([2.0, 7.0, 70.0, 250.0, 500.0])
+    (out,) = sess.run(None, {"z": z.numpy(), "energy": e.numpy()})
+    with torch.no_grad():
+        ref = g(z, e).numpy()
+    np.testing.assert_array_equal(out > 0, ref > 0)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-9)
+
+
+def test_transposed_convolution_equals_nearest_upsampling_then_convolution_per_phase() -> None:
+    """The sub-pixel claim behind the architecture: a stride-2 transposed convolution is a set of
+    2^3 low-resolution convolutions, one per output phase. Checked against an explicit
+    scatter-add (a second implementation) on a small input."""
+    torch.manual_seed(3)
+    up = torch.nn.ConvTranspose3d(2, 1, 4, stride=2, padding=1, bias=False)
+    x = torch.randn(1, 2, 3, 3, 3)
+    out = up(x).detach()
+    w = up.weight.detach()  # (in, out, 4, 4, 4)
+    full = torch.zeros(1, 1, 8, 8, 8)  # (3 - 1) * 2 + 4 = 8 before removing the padding of 1
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                for c in range(2):
+                    full[0, 0, 2 * i:2 * i + 4, 2 * j:2 * j + 4, 2 * k:2 * k + 4] += x[0, c, i, j, k] * w[c, 0]
+    torch.testing.assert_close(out, full[:, :, 1:7, 1:7, 1:7])
+
+
+def test_calibrated_response_feature_weights_the_back_section_twice() -> None:
+    """One cell of 1 GeV in a front layer and one in a back layer: the calibrated sum is
+    1 + f_front / f_back (= 1 + 1.97 for the CLIC ECAL: docs/validation.md)."""
+    x = torch.zeros(1, 25, 25, 25)
+    x[0, 12, 12, 3] = 1.0
+    x[0, 12, 12, 20] = 1.0
+    w = torch.from_numpy(calibration_weights())
+    f = shower_features(x, (x > 0).float(), torch.tensor([100.0]), w)
+    assert float(w[20] / w[3]) == pytest.approx(1.97, rel=0.02)
+    assert math.exp(float(f[0, 0])) * 100.0 == pytest.approx(1.0 + float(w[20]), rel=1e-5)
+    assert math.expm1(float(f[0, -3])) == pytest.approx(2.0)
+
+
+def _mc(path, n: int, seed: int):
+    from caloforge.mc import simulate_to_file
+
+    e = np.random.default_rng(seed).uniform(2.0, 500.0, n)
+    simulate_to_file(path, n, energies=e, seed=seed, chunk_size=256, progress=False)
+    return path
+
+
+@pytest.mark.slow
+def test_short_phase_training_improves_the_validation_score(tmp_path) -> None:
+    from caloforge.gan.train import TrainConfig, train
+
+    data = _mc(tmp_path / "train.h5", 512, 21)
+    val = _mc(tmp_path / "val.h5", 200, 22)
+    cfg = TrainConfig(data=str(data), output=str(tmp_path / "run"), architecture="phase",
+                      epochs=4, batch_size=32, optimizer="adam", lr=1e-3, lr_d=2e-4,
+                      betas=(0.5, 0.9), aux_weight=10.0, aux_groups=4, adv_weight=0.3,
+                      validation=str(val), validation_events=200, progress=False, seed=5,
+                      threads=2)
+    res = train(cfg)
+    scores = [h["val_score"] for h in res.history]
+    print("validation scores", scores)
+    assert len(scores) == 4
+    assert scores[-1] < scores[0]
