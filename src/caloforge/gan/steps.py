@@ -307,9 +307,9 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
     The per-cell log prior at ``PRIOR_KNOTS`` energies (the centres of equal bins in
     ``l = ln(E/100)``; a bin with too few events copies its nearest neighbour): per cell, the log
     of the mean energy of the cell *when hit* (transformed units) for a cell hit in at least half
-    of the showers, and ``-2 + 4 logit(p_hit)`` (below zero: off) for a cell hit less often --
+    of the showers, and ``max(-1 + logit(p_hit), -6)`` (below zero: off) for a cell hit less often --
     the best a deterministic image can do; the network's noise inputs then switch on the random
-    hits. Cells never hit sit at -10. Also the mean and spread of the high-level features
+    hits (within reach of the occupancy gradient). Cells never hit sit at -10. Also the mean and spread of the high-level features
     (discriminator input
     standardisation and moment-loss units)."""
     from caloforge.data import open_showers
@@ -335,7 +335,7 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
         p = np.clip(hits / m.sum(), 1e-3, 1 - 1e-3)
         mean_hit = x[m].sum(axis=0, dtype=np.float64) / np.maximum(hits, 1)
         value = np.log(np.maximum(mean_hit, CELL_THRESHOLD_GEV) / CELL_THRESHOLD_GEV)
-        u = np.where(p >= 0.5, value, -2.0 + 4.0 * np.log(p / (1 - p)))
+        u = np.where(p >= 0.5, value, np.maximum(-1.0 + np.log(p / (1 - p)), -6.0))
         logs.append(np.where(hits > 0, np.maximum(u, -10.0), -10.0))
     filled = [k for k, v in enumerate(logs) if v is not None]
     if not filled:

@@ -48,7 +48,7 @@ def to_log(images_gev: torch.Tensor, threshold: float = CELL_THRESHOLD_GEV) -> t
     return torch.where(on, torch.log(safe / threshold), torch.full_like(images_gev, ZERO_LEVEL))
 
 
-def occupancy(u: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
+def occupancy(u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Hard 0/1 occupancy of generator outputs ``u`` (on where ``u > 0``) whose gradient is
     that of ``sigmoid(u / temperature)`` (straight-through estimator: Bengio et al.,
     arXiv 1308.3432), so a loss on hit counts can switch cells on and off."""
@@ -57,7 +57,7 @@ def occupancy(u: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
     return hard + soft - soft.detach()
 
 
-def generated_log(u: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
+def generated_log(u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Generator output ``u`` -> the transformed image a discriminator sees: ``u`` where the cell
     is on, ``ZERO_LEVEL`` where it is off; the off cells pass the gradient of their occupancy, so
     the discriminator can also ask for a cell to be switched on."""
