@@ -10,6 +10,7 @@ from caloforge.quant.config import BF16, FP32, INT8
 from caloforge.quant.params import describe
 
 if TYPE_CHECKING:  # pragma: no cover
+    from caloforge.quant.records import TrialRecord
     from caloforge.quant.tuner import TuningResult
 
 _COLOURS = {INT8: "tab:green", BF16: "tab:orange", FP32: "tab:blue"}
@@ -41,7 +42,13 @@ def render_markdown(result: TuningResult, png_name: str = "report.png") -> str:
     lines.append(f"- Strategy: `{result.strategy}`; stop: {result.stop_reason}; "
                  f"wall time {result.wall_s:.1f} s; metric evaluations run {result.evaluations_run} "
                  f"({len(result.trials)} in history); output-error probes {len(result.probes)}")
-    lines.append(f"- Criterion: {result.criterion.describe(result.baseline_metric)}")
+    multi = len(result.metrics) > 1
+    lines.append(f"- Criterion: {_criterion_text(result)}")
+    if multi:
+        lines.append(f"- Limiting metric of the final model: `{best.limiting if best else '–'}`; "
+                     f"metric that limited the search: "
+                     + (f"`{result.limited_by}`" if result.limited_by else
+                        "none (no rejected trial ran more INT8 than the final model)"))
     base_ms = None if result.baseline_latency_s is None else result.baseline_latency_s * 1e3
     best_ms = None if best is None or best.latency_s is None else best.latency_s * 1e3
     lines.append(f"- Latency (batch {result.batch}, median): FP32 {_fmt(base_ms)} ms, "
@@ -58,6 +65,8 @@ def render_markdown(result: TuningResult, png_name: str = "report.png") -> str:
                  f"QDQ ONNX: {result.qdq_status or 'not requested'}")
     lines += ["", f"![metric vs latency and precision map]({png_name})", ""]
 
+    if multi:
+        lines += metric_tables(result)
     lines += ["## Per-layer precision (best configuration)", "",
               "| layer | type | MFLOPs/sample | requested | runtime (compiled graph) |",
               "|---|---|---|---|---|"]
@@ -68,13 +77,14 @@ def render_markdown(result: TuningResult, png_name: str = "report.png") -> str:
         lines.append(f"| `{layer.name}` | {layer.op_type} | {layer.flops / 1e6:.3g} | {req} | "
                      f"{rt or '?'}{flag} |")
     lines += ["", "## Trials", "",
-              "| # | metric | pass | rel. output error | latency ms | INT8 FLOPs | wall s | configuration | note |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| # | metric | slack | limited by | pass | rel. output error | latency ms | INT8 FLOPs | wall s | configuration | note |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     front = {t.key for t in result.pareto_front}
     for i, t in enumerate(result.trials, start=1):
         mark = " ★" if best is not None and t.key == best.key else (" ◆" if t.key in front else "")
         lines.append(
-            f"| {i}{mark} | {_fmt(t.metric, '.6g')} | {'yes' if t.passed else 'no'} | "
+            f"| {i}{mark} | {_fmt(t.metric, '.6g')} | {_fmt(t.slack, '.3g')} | {t.limiting or '–'} | "
+            f"{'yes' if t.passed else 'no'} | "
             f"{_fmt(t.error, '.3g')} | {_fmt(None if t.latency_s is None else t.latency_s * 1e3)} | "
             f"{_fmt(None if t.int8_share is None else t.int8_share * 100, '.0f')}% | "
             f"{t.wall_s:.2f} | {t.config.summary()} | {t.note} |")
@@ -88,6 +98,50 @@ def render_markdown(result: TuningResult, png_name: str = "report.png") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _criterion_text(result: TuningResult) -> str:
+    describe = getattr(result.criterion, "describe", None)
+    if callable(describe):
+        return str(describe(result.baseline_metric))
+    return "; ".join(f"`{m.name}` {m.describe_tolerance()}" for m in result.metrics) + \
+        " (every metric must pass; slack = the smallest normalised slack, 1 = as FP32, 0 = on " \
+        "the threshold)"
+
+
+def metric_tables(result: TuningResult) -> list[str]:
+    """Every metric of the final model against FP32, then every metric of every trial."""
+    best = result.best
+    base = result.baseline_metrics
+    lines = ["## Every metric: final model vs FP32", "",
+             "| metric | FP32 | final | tolerance | threshold | normalised slack | pass |",
+             "|---|---|---|---|---|---|---|"]
+    for m in result.metrics:
+        b = base.get(m.name)
+        v = best.metrics.get(m.name) if best is not None else None
+        slack = None if b is None or v is None else m.normalised_slack(v, b)
+        thr = None if b is None else m.threshold(b)
+        if b is not None and m.direction == "both":
+            thr_text = f"{b - m.allowed_loss(b):.5g} .. {b + m.allowed_loss(b):.5g}"
+        else:
+            thr_text = _fmt(thr, ".5g")
+        flag = "–" if slack is None else ("yes" if slack >= 0 else "**no**")
+        lim = " ◀" if best is not None and best.limiting == m.name else ""
+        lines.append(f"| `{m.name}`{lim} | {_fmt(b, '.5g')} | {_fmt(v, '.5g')} | "
+                     f"{m.describe_tolerance()} | {thr_text} | {_fmt(slack, '.3g')} | {flag} |")
+    lines += ["", "◀ the final model's limiting metric.", "",
+              "## Every metric, every trial (✗ = fails its tolerance)", "",
+              "| metric | FP32 | " + " | ".join(str(i) for i in range(1, len(result.trials) + 1)) + " |",
+              "|---|---|" + "---|" * len(result.trials)]
+    for m in result.metrics:
+        b = base.get(m.name)
+        cells = []
+        for t in result.trials:
+            v = t.metrics.get(m.name)
+            bad = v is not None and b is not None and not m.passes(v, b)
+            cells.append(_fmt(v, ".4g") + (" ✗" if bad else ""))
+        lines.append(f"| `{m.name}` | {_fmt(b, '.4g')} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _plot(result: TuningResult, path: Path) -> None:
     import matplotlib
 
@@ -97,24 +151,30 @@ def _plot(result: TuningResult, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     timed = [t for t in result.trials if t.latency_s is not None and t.metric is not None]
     front = [t for t in result.pareto_front]
+    multi = len(result.metrics) > 1
+
+    def y(t: TrialRecord) -> float:
+        value = t.slack if multi else t.metric
+        return float("nan") if value is None else float(value)
+
     if timed:
-        ax1.scatter([(t.latency_s or 0.0) * 1e3 for t in timed], [t.metric for t in timed],
+        ax1.scatter([(t.latency_s or 0.0) * 1e3 for t in timed], [y(t) for t in timed],
                     c=["tab:green" if t.passed else "tab:red" for t in timed], s=25,
                     label="candidates (green: pass)")
     if front:
-        ax1.plot([(t.latency_s or 0.0) * 1e3 for t in front], [t.metric for t in front], "k--", lw=1,
+        ax1.plot([(t.latency_s or 0.0) * 1e3 for t in front], [y(t) for t in front], "k--", lw=1,
                  label="Pareto front")
     if result.baseline_latency_s is not None:
-        ax1.scatter([result.baseline_latency_s * 1e3], [result.baseline_metric], marker="s",
-                    c="tab:blue", s=50, label="FP32")
-    ax1.axhline(result.criterion.threshold(result.baseline_metric), color="grey", lw=0.8,
-                ls=":", label="criterion threshold")
+        ax1.scatter([result.baseline_latency_s * 1e3], [1.0 if multi else result.baseline_metric],
+                    marker="s", c="tab:blue", s=50, label="FP32")
+    threshold = 0.0 if multi else result.metrics[0].threshold(result.baseline_metric)
+    ax1.axhline(threshold, color="grey", lw=0.8, ls=":", label="criterion threshold")
     best = result.best
     if best is not None and best.latency_s is not None and best.metric is not None:
-        ax1.scatter([best.latency_s * 1e3], [best.metric], marker="*", s=200, c="gold",
+        ax1.scatter([best.latency_s * 1e3], [y(best)], marker="*", s=200, c="gold",
                     edgecolors="k", label="best", zorder=5)
     ax1.set_xlabel(f"latency per batch of {result.batch} [ms] (median)")
-    ax1.set_ylabel("metric")
+    ax1.set_ylabel("smallest normalised slack" if multi else "metric")
     ax1.set_title("metric vs latency")
     ax1.legend(fontsize=7)
 

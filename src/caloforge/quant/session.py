@@ -73,7 +73,8 @@ class Session:
         self.probes: list[TrialRecord] = []
         self.evaluations_run = 0
         self.probes_run = 0
-        self.baseline_metric = math.nan
+        self.baseline_metric = math.nan  # the first metric's FP32 value
+        self.baseline_metrics: dict[str, float] = {}
         self.baseline_latency: float | None = None
         self.reference_outputs: list[list[np.ndarray]] = []
         self.best: TrialRecord | None = None
@@ -118,6 +119,10 @@ class Session:
         if not ok:
             rec.note = (rec.note + f" [BF16 parity failed: rel. L2 {distance:.3g} to the same "
                         f"configuration in FP32 > {self.bf16_parity:g}]").strip()
+            rec.limiting = "bf16_parity"
+            parity_slack = (self.bf16_parity - distance) / self.bf16_parity \
+                if self.bf16_parity > 0 else -math.inf
+            rec.slack = min(rec.slack if rec.slack is not None else math.inf, parity_slack)
         return ok
 
     def _latency(self, model: ov.Model) -> float:
@@ -132,23 +137,43 @@ class Session:
         self.reference_outputs = self._outputs(compiled)
         cached = self.cache.get((BASELINE, "fp32"))
         if cached is not None and cached.metric is not None:
+            self.baseline_metrics = self._values(cached)
             self.baseline_metric = cached.metric
             self.baseline_latency = cached.latency_s
-            self.progress(f"FP32 baseline (from history): metric {cached.metric:.6g}")
+            self.progress(f"FP32 baseline (from history): {self._show(self.baseline_metrics)}")
             return
         t0 = time.perf_counter()
-        metric = self.objective.measure(compiled)
+        values = self.objective.measure(compiled)
         latency = self._latency(fp32_model)
         names = [layer.name for layer in self.layers]
-        rec = TrialRecord(BASELINE, "fp32", Config.uniform(names, FP32), metric=metric,
+        first = next(iter(values.values()))
+        rec = TrialRecord(BASELINE, "fp32", Config.uniform(names, FP32), metric=first,
                           latency_s=latency, wall_s=time.perf_counter() - t0,
-                          elapsed_s=self.elapsed(), note="FP32 reference")
+                          elapsed_s=self.elapsed(), note="FP32 reference", metrics=dict(values))
         self._append(rec)
-        self.baseline_metric, self.baseline_latency = metric, latency
-        if not math.isfinite(metric):
-            raise UserError(f"the metric of the FP32 model is {metric}: cannot set a criterion")
-        self.progress(f"FP32 baseline: metric {metric:.6g}, {latency * 1e3:.3g} ms/batch; "
-                      f"criterion {self.objective.describe(metric)}")
+        self.baseline_metrics, self.baseline_metric, self.baseline_latency = values, first, latency
+        bad = [name for name, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise UserError(f"the metric {bad[0]} of the FP32 model is {values[bad[0]]}: cannot "
+                            "set a criterion")
+        self.progress(f"FP32 baseline: {self._show(values)}, {latency * 1e3:.3g} ms/batch; "
+                      f"criterion {self.objective.describe(values)}")
+
+    def _values(self, rec: TrialRecord) -> dict[str, float]:
+        """Every metric of a record (a one-metric history written before multi-metric criteria
+        holds only ``metric``)."""
+        if rec.metrics:
+            return dict(rec.metrics)
+        names = self.objective.names
+        return {names[0]: rec.metric if rec.metric is not None else math.nan} if len(names) == 1 \
+            else {}
+
+    @staticmethod
+    def _show(values: dict[str, float]) -> str:
+        if len(values) == 1:
+            return f"metric {next(iter(values.values())):.6g}"
+        return ", ".join(f"{k} {v:.4g}" for k, v in list(values.items())[:3]) + \
+            (f" (+{len(values) - 3} more)" if len(values) > 3 else "")
 
     def _append(self, rec: TrialRecord) -> None:
         self.cache[(rec.kind, rec.key)] = rec
@@ -158,8 +183,9 @@ class Session:
     # -- one request ----------------------------------------------------------------------------
     def _evaluate(self, rec: TrialRecord, model: ov.Model, compiled: ov.CompiledModel) -> None:
         """The metric, the criterion, the output error, BF16 parity and runtime precisions."""
-        rec.metric = self.objective.measure(compiled)
-        rec.passed = self.objective.passes(rec.metric, self.baseline_metric)
+        rec.metrics = self.objective.measure(compiled)
+        rec.metric = next(iter(rec.metrics.values()))
+        self._judge(rec)
         rec.error = self._error(compiled)
         if rec.passed and rec.config.layers_in(BF16):
             rec.passed = self._bf16_parity(rec.config, rec, compiled)
@@ -168,6 +194,13 @@ class Session:
         rec.int8_share = int8_flops_share(
             self.layers, {name: info.precision for name, info in rt.items()})
         self.evaluations_run += 1
+
+    def _judge(self, rec: TrialRecord) -> None:
+        """Pass/fail, slack and limiting metric of a trial from its metric values."""
+        values = self._values(rec)
+        rec.passed = self.objective.passes(values, self.baseline_metrics)
+        rec.slack = self.objective.slack(values, self.baseline_metrics)
+        rec.limiting = self.objective.limiting(values, self.baseline_metrics)
 
     def handle(self, request: Request) -> Outcome:
         kind = request.kind
@@ -198,7 +231,9 @@ class Session:
         if kind == TRIAL:
             self._consider(rec, model)
             lat = f", {rec.latency_s * 1e3:.3g} ms" if rec.latency_s else ""
-            self.progress(f"trial {len(self.trials):3d}: metric {rec.metric:.6g} "
+            what = f"metric {rec.metric:.6g}" if len(rec.metrics) <= 1 else \
+                f"slack {rec.slack:.3g} ({rec.limiting})"
+            self.progress(f"trial {len(self.trials):3d}: {what} "
                           f"{'PASS' if rec.passed else 'fail'}{lat}  [{request.config.summary()}]"
                           f"  {request.note}")
         return self._outcome(rec, cached=False)
@@ -210,14 +245,17 @@ class Session:
         else:  # a re-measured record (latency added) replaces the old one
             target[:] = [rec if r.key == rec.key else r for r in target]
         if cached and rec.kind == TRIAL:
+            if rec.metric is not None and rec.slack is None:  # an older history: no slack stored
+                bf16_failed = "BF16 parity failed" in rec.note
+                self._judge(rec)
+                rec.passed = bool(rec.passed) and not bf16_failed
             self._consider(rec, None)
 
     def _outcome(self, rec: TrialRecord, cached: bool) -> Outcome:
-        slack = None
-        if rec.kind == TRIAL and rec.metric is not None:
-            slack = self.objective.slack(rec.metric, self.baseline_metric)
         return Outcome(rec.config, rec.kind, metric=rec.metric, passed=rec.passed, error=rec.error,
-                       latency_s=rec.latency_s, cached=cached, slack=slack)
+                       latency_s=rec.latency_s, cached=cached,
+                       slack=rec.slack if rec.kind == TRIAL else None, metrics=dict(rec.metrics),
+                       limiting=rec.limiting)
 
     # -- best so far ----------------------------------------------------------------------------
     def _faster(self, a: TrialRecord, b: TrialRecord) -> bool:
@@ -243,7 +281,7 @@ class Session:
             return sa > sb
         if a.latency_s and b.latency_s and a.latency_s != b.latency_s:
             return a.latency_s < b.latency_s
-        return self.objective.better(a.metric or math.nan, b.metric or math.nan)
+        return _slack(a) > _slack(b)
 
     def improves(self, rec: TrialRecord) -> bool:
         best = self.best
@@ -257,7 +295,7 @@ class Session:
             return False
         if rec.passed:
             return self._faster(rec, best)
-        return self.objective.better(rec.metric, best.metric if best.metric is not None else math.nan)
+        return _slack(rec) > _slack(best)
 
     def _consider(self, rec: TrialRecord, model: ov.Model | None) -> None:
         if not self.improves(rec):
@@ -355,3 +393,5 @@ class Session:
         self.saved_key = rec.key
 
 
+def _slack(rec: TrialRecord) -> float:
+    return rec.slack if rec.slack is not None and not math.isnan(rec.slack) else -math.inf

@@ -28,13 +28,14 @@ from caloforge.ovgraph import read_model
 from caloforge.quant.build import Builder
 from caloforge.quant.history import HistoryWriter, read_history
 from caloforge.quant.latency import batched_inputs
-from caloforge.quant.objective import Criterion, Evaluate, Objective
+from caloforge.quant.objective import Criterion, CriterionLike, Evaluate, Objective, metrics_of
 from caloforge.quant.options import TuneOptions
 from caloforge.quant.params import param_sets
 from caloforge.quant.records import (
     BASELINE,
     TrialRecord,
     TuningResult,
+    limited_by,
     pareto_front,
     result_to_json,
 )
@@ -153,7 +154,7 @@ def _load_cache(session: Session, old: list[dict[str, Any]], out: Path, resume: 
 def tune(model: str | os.PathLike[str] | ov.Model,
          calibration: Sequence[Mapping[str, np.ndarray]],
          evaluate: Evaluate,
-         criterion: Criterion | None = None,
+         criterion: CriterionLike | None = None,
          strategy: str | type[Strategy] = DEFAULT_STRATEGY,
          output_dir: str | os.PathLike[str] = "tuned",
          options: TuneOptions | None = None,
@@ -163,9 +164,11 @@ def tune(model: str | os.PathLike[str] | ov.Model,
     model: ONNX file, OpenVINO IR file or ``ov.Model`` (FP32).
     calibration: model inputs (dicts input name -> array), each one model call; used for NNCF
         range calibration, the cheap output-error probes and latency.
-    evaluate: ``evaluate(compiled) -> float``; ``compiled(inputs)`` runs the candidate.
-    criterion: see :class:`~caloforge.quant.objective.Criterion` (default: relative 1%, lower
-        is better).
+    evaluate: ``evaluate(compiled) -> float`` (one metric) or ``-> {name: value}`` (every
+        metric of a multi-metric criterion); ``compiled(inputs)`` runs the candidate.
+    criterion: a :class:`~caloforge.quant.objective.Criterion` (one metric; default: relative
+        1%, lower is better) or a list of :class:`~caloforge.quant.objective.Metric` (every one
+        must pass; the search ranks on the smallest normalised slack).
     strategy: a registered name (``basic``, ``ranked``, ``pareto``) or a Strategy class.
     output_dir: created if missing; gets ``history.jsonl``, ``model.xml/.bin`` (best so far,
         replaced atomically after every improving trial), ``best.json``, ``result.json``,
@@ -178,7 +181,12 @@ def tune(model: str | os.PathLike[str] | ov.Model,
         raise TypeError(f"tune() got unexpected option(s) {sorted(unknown)}")
     opts = dataclasses.replace(options or TuneOptions(), **option_values)
     say = opts.progress or (lambda msg: log.info("%s", msg))
-    objective = Objective(evaluate, criterion or Criterion())
+    try:
+        metrics = metrics_of(criterion)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    objective = Objective(evaluate, criterion if isinstance(criterion, Criterion)
+                          else Criterion() if criterion is None else metrics)
     strategy_cls = get_strategy(strategy) if isinstance(strategy, str) else strategy
     out = Path(output_dir)
     _check_output_dir(out)
@@ -194,7 +202,7 @@ def tune(model: str | os.PathLike[str] | ov.Model,
         raise UserError(f"{out}: cannot create output directory ({exc.strerror or exc})") from None
     meta = {"kind": "meta", "version": FORMAT_VERSION, "model_sha256": model_sha,
             "calibration_sha256": _sha256_calibration(calibration),
-            "criterion": objective.criterion.to_json(), "params": qparams,
+            "criterion": objective.to_json(), "params": qparams,
             "layers": [layer.name for layer in layers]}
     old = _open_history(out, meta, opts.resume)
     batch = opts.latency_batch or int(np.asarray(next(iter(calibration[0].values()))).shape[0] or 1)
@@ -219,7 +227,8 @@ def tune(model: str | os.PathLike[str] | ov.Model,
         pareto_front=pareto_front(session.trials, objective.criterion), output_dir=out,
         model_path=(out / MODEL_NAME) if session.best is not None else None,
         stop_reason=stop_reason, wall_s=session.elapsed(), evaluations_run=session.evaluations_run,
-        probes_run=session.probes_run, batch=batch)
+        probes_run=session.probes_run, batch=batch, baseline_metrics=dict(session.baseline_metrics),
+        limited_by=limited_by(session.trials, session.best))
     _write_outputs(result, opts, model_path, calibration)
     say(result.summary())
     return result

@@ -57,8 +57,9 @@ class Request:
 class Outcome:
     """What the loop measured for a request. ``metric``/``passed``/``slack`` only for trials.
 
-    ``slack``: how far the metric is on the good side of the criterion's threshold, in metric
-    units (positive passes, negative fails, ``-inf`` for NaN), whatever the metric's direction.
+    ``slack``: the smallest normalised slack among the criterion's metrics (1 = as good as
+    FP32, 0 = on a threshold, negative fails, ``-inf`` for NaN), whatever each metric's
+    direction (:meth:`caloforge.quant.objective.Objective.slack`); ``limiting`` names its metric.
     """
 
     config: Config
@@ -69,6 +70,8 @@ class Outcome:
     latency_s: float | None = None
     cached: bool = False  # taken from the history (resume), not re-run
     slack: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric (trials)
+    limiting: str = ""  # the metric with the smallest normalised slack
 
 
 SearchGenerator = Generator[Request, Outcome, None]
