@@ -61,7 +61,7 @@ def produce_from_args(
     energies: Any = None,
     energy_range: tuple[float, float] | None = None,
     layout: str = "3dgan",
-    compression: int | None = None,
+    compression: int | str | None = None,
     progress: bool | None = None,
     quiet: bool = False,
 ) -> int:

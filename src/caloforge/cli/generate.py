@@ -28,6 +28,29 @@ def _streams(text: str) -> int | str:
     return v
 
 
+def _compression(text: str) -> int | str:
+    from caloforge.data.codecs import CODEC_NAMES, parse_codec
+    from caloforge.errors import UserError
+
+    try:
+        parse_codec(text)
+    except UserError:
+        raise argparse.ArgumentTypeError(
+            f"expected a gzip level 0-9 or one of {', '.join(CODEC_NAMES)} (optionally "
+            f"':LEVEL'), got {text!r}") from None
+    return int(text) if text.strip().isdigit() else text
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cell energy in GeV, got {text!r}") from None
+    if not 0.0 <= value < 1.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected 0 <= GeV < 1, got {text}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="generate showers with the GAN (OpenVINO, fp32/bf16/int8)",
@@ -38,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--events", type=positive_int, required=True, help="number of showers")
     p.add_argument("--model", help="generator model (.onnx or OpenVINO IR .xml; default: the "
                                    "shipped model)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
-                   help="inference precision (int8 quantizes a float model with NNCF first)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                   help="inference precision (default: the model's own, from its manifest: "
+                        "int8 for a quantized IR, else fp32; int8 quantizes a float model "
+                        "once and caches it, see $CALOFORGE_CACHE)")
     p.add_argument("--backend", choices=("openvino", "torch", "onnxruntime"), default="openvino")
     p.add_argument("--streams", type=_streams, default="auto",
                    help="inference streams, or 'auto' to probe the fastest layout (default)")
@@ -47,8 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                          "streams)")
     p.add_argument("--batch-size", type=positive_int, help="events per inference request")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (0..2**64-1; default 0)")
-    p.add_argument("--compression", type=int, default=None, choices=range(0, 10),
-                   metavar="0-9", help="gzip level of the output (default 1)")
+    p.add_argument("--compression", type=_compression, default=None,
+                   metavar="0-9|lz4|blosc2-lz4|blosc2-zstd",
+                   help="gzip level of the output (default 1; 0: none; any h5py reads it), or a "
+                        "faster hdf5plugin codec (readers then need 'import hdf5plugin')")
+    p.add_argument("--threshold", type=_threshold, default=None, metavar="GEV",
+                   help="cells below this energy are written as exact zeros (default: the "
+                        "model's cell threshold, 1e-6 GeV for the 3DGAN)")
     p.add_argument("-o", "--output", required=True,
                    help="output HDF5 file (a production directory with --workers/--scheduler/--shard-size)")
     p.add_argument("--allow-extrapolation", action="store_true",
@@ -67,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         DEFAULT_COMPRESSION,
         check_energies,
         generate_to_file,
+        small_run_layout,
         trained_range,
     )
+    from caloforge.runtime.modelfile import model_precision
 
     # never write over the model (a tuned model.xml brings its model.bin)
     models = [args.model] if args.model else [DEFAULT_DIR / ONNX_NAME, DEFAULT_DIR / WEIGHTS_NAME]
@@ -87,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
                            "--energies" if energies is not None else "--energy-range")
         except UserError as exc:  # the library names its parameter
             raise reworded(exc, {"allow_extrapolation=True": "--allow-extrapolation"}) from None
+    precision = args.precision or model_precision(args.model)
     if wants_scale(args):
         from caloforge.scale import ProducerSpec
 
-        spec = ProducerSpec.gan(args.model, args.precision, backend=args.backend,
+        spec = ProducerSpec.gan(args.model, precision, backend=args.backend,
                                 streams=args.streams, threads=args.threads,
                                 batch_size=args.batch_size,
                                 allow_extrapolation=args.allow_extrapolation)
@@ -108,9 +141,12 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
-        gen = compile_model(args.model, args.precision, backend=args.backend,
-                            streams=args.streams, threads=args.threads,
-                            batch_size=args.batch_size)
+        streams, batch_size = small_run_layout(args.events, args.streams, args.batch_size)
+        try:
+            gen = compile_model(args.model, precision, backend=args.backend, streams=streams,
+                                threads=args.threads, batch_size=batch_size)
+        except UserError as exc:
+            raise reworded(exc, {"batch size": "--batch-size"}) from None
         auto = gen.info.get("auto")
         if auto and not args.quiet:
             print(f"streams auto: picked {auto['picked']} (streams x threads, batch)",
@@ -119,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             args.output, args.events, energies=energies, energy_range=energy_range, model=gen,
             seed=args.seed, allow_extrapolation=args.allow_extrapolation,
             compression=DEFAULT_COMPRESSION if args.compression is None else args.compression,
-            progress=not args.quiet,
+            threshold=args.threshold, progress=not args.quiet,
         )
     print(f"wrote {summary['events']} showers to {summary['path']} in {summary['seconds']:.1f} s "
           f"({summary['showers_per_s']:.0f} showers/s, {summary['precision']}, "

@@ -1,8 +1,16 @@
-"""Atomic, streaming HDF5 writers for shower data sets.
+"""The one atomic, streaming HDF5 writer for shower data sets (``simulate``, ``generate``, Dask
+shards, production merges; 3DGAN and CaloChallenge layouts).
 
 :class:`ShowerWriter` appends blocks of showers to a temporary file next to the target and
 renames it into place only when the ``with`` block ends without error, so an interrupted job
 (exception, Ctrl-C, kill) never leaves a half-written data set under the final name.
+
+Compression (:mod:`caloforge.data.codecs`): with the default gzip (and ``none``) the writer
+compresses each chunk of ``chunk_events`` events itself, in a pool of ``threads`` threads
+(deflate releases the GIL), and stores it with h5py's direct chunk write, in event order — the
+file is the one h5py's own gzip + shuffle filters would describe, and it opens with plain
+h5py. Plugin codecs go through HDF5's filter pipeline (``hdf5plugin``). The stored bytes do
+not depend on the number of threads, nor on how the showers are split into ``append`` calls.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +26,7 @@ import h5py
 import numpy as np
 
 from caloforge.atomic import atomic_path
+from caloforge.data.codecs import Codec, parse_codec
 from caloforge.data.layouts import (
     KEY_ECAL,
     KEY_ENERGY,
@@ -29,6 +39,10 @@ from caloforge.data.layouts import (
 )
 from caloforge.errors import UserError
 
+DEFAULT_THREADS = 2
+"""Compression threads of a writer: deflate of one chunk runs on one thread; on a 2-core machine
+two threads let it use whatever core inference leaves idle (docs/runtime.md, measured)."""
+
 
 class ShowerWriter:
     """Stream showers into an HDF5 file, atomically.
@@ -38,7 +52,11 @@ class ShowerWriter:
 
     ``layout`` is ``"3dgan"`` (default; ``ECAL`` + ``energy`` in GeV) or ``"calochallenge"``
     (``showers`` + ``incident_energies`` in MeV). ``attrs`` are stored as file attributes
-    (dicts and lists as JSON strings). Data are chunked by event and gzip-compressed.
+    (dicts and lists as JSON strings). Data are chunked by ``chunk_events`` events;
+    ``compression``: a gzip level (0 = none), a codec name or a :class:`~caloforge.data.codecs.
+    Codec`; ``threads``: compression threads (direct codecs). ``append`` does not keep the
+    arrays it is given: when it returns, their events are in the file (or in the writer's
+    one partial chunk).
     """
 
     def __init__(
@@ -48,7 +66,8 @@ class ShowerWriter:
         layout: str = LAYOUT_3DGAN,
         attrs: dict[str, Any] | None = None,
         chunk_events: int = 64,
-        compression: int = 4,
+        compression: int | str | Codec = 4,
+        threads: int | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise UserError(f"{path}: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -56,15 +75,22 @@ class ShowerWriter:
         self.grid = tuple(int(g) for g in grid)
         self.layout = layout
         self.attrs = dict(attrs or {})
-        self.chunk_events = chunk_events
-        self.compression = compression
+        self.chunk_events = max(1, int(chunk_events))
+        self.codec = parse_codec(compression)
+        self.compression = self.codec.level
+        self.threads = max(1, int(threads or DEFAULT_THREADS))
         self.n_written = 0
+        self._n_stored = 0  # events in the file; the rest is in self._tail
+        self._tail: np.ndarray | None = None
+        self._n_tail = 0
+        self._pool: ThreadPoolExecutor | None = None
         self._ctx: contextlib.AbstractContextManager[Path] | None = None
         self._h5: h5py.File | None = None
 
     def __enter__(self) -> ShowerWriter:
         if self.path.is_dir():
             raise UserError(f"{self.path}: is a directory")
+        options = self.codec.dataset_options()  # a missing plugin fails before any file exists
         self._ctx = atomic_path(self.path, suffix=".h5")
         tmp = self._ctx.__enter__()
         try:
@@ -72,15 +98,21 @@ class ShowerWriter:
         except OSError as exc:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
             raise UserError(f"{self.path}: cannot write ({exc})") from None
-        self._create()
+        try:
+            self._create(options)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        if self.codec.direct:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="caloforge-deflate")
         return self
 
-    def _create(self) -> None:
+    def _create(self, comp: dict[str, Any]) -> None:
         h5 = self._h5
         assert h5 is not None
-        c = max(1, self.chunk_events)
-        comp = {"compression": "gzip", "compression_opts": self.compression, "shuffle": True}
+        c = self.chunk_events
         if self.layout == LAYOUT_3DGAN:
+            self._cell_shape: tuple[int, ...] = self.grid
             self._img = h5.create_dataset(
                 KEY_ECAL, shape=(0, *self.grid), maxshape=(None, *self.grid), dtype="f4",
                 chunks=(c, *self.grid), **comp,
@@ -93,6 +125,7 @@ class ShowerWriter:
             self._scale = 1.0
         else:
             n_cells = int(np.prod(self.grid))
+            self._cell_shape = (n_cells,)
             self._img = h5.create_dataset(
                 KEY_SHOWERS, shape=(0, n_cells), maxshape=(None, n_cells), dtype="f4",
                 chunks=(c, n_cells), **comp,
@@ -103,7 +136,8 @@ class ShowerWriter:
             self._en.attrs["unit"] = "MeV"
             self._scale = MEV_PER_GEV
         attrs = {"layout": self.layout, "grid": list(self.grid), "energy_unit": "GeV"
-                 if self.layout == LAYOUT_3DGAN else "MeV", **self.attrs}
+                 if self.layout == LAYOUT_3DGAN else "MeV", "compression": self.codec.as_attr(),
+                 **self.attrs}
         from caloforge import __version__
 
         attrs.setdefault("caloforge_version", __version__)
@@ -121,33 +155,96 @@ class ShowerWriter:
             raise UserError(f"{self.path}: showers of shape {images.shape[1:]} do not match the grid {self.grid}")
         if energies.shape[0] != n:
             raise UserError(f"{self.path}: {n} showers but {energies.shape[0]} energies")
+        if n == 0:
+            return
+        cells = images.reshape(n, *self._cell_shape)
+        if self._scale != 1.0:
+            cells = cells * np.float32(self._scale)
         lo = self.n_written
-        self._img.resize(lo + n, axis=0)
         self._en.resize(lo + n, axis=0)
         if self.layout == LAYOUT_3DGAN:
-            self._img[lo:] = images
             self._en[lo:] = energies
         else:
-            self._img[lo:] = images.reshape(n, -1) * np.float32(self._scale)
             self._en[lo:] = (energies * np.float32(self._scale))[:, None]
         self.n_written += n
+        if not self.codec.direct:
+            self._img.resize(lo + n, axis=0)
+            self._img[lo:] = cells
+            self._n_stored = self.n_written
+            return
+        self._append_direct(cells)
+
+    def _append_direct(self, cells: np.ndarray) -> None:
+        c = self.chunk_events
+        start = 0
+        if self._n_tail:  # fill the partial chunk first
+            take = min(c - self._n_tail, cells.shape[0])
+            assert self._tail is not None
+            self._tail[self._n_tail:self._n_tail + take] = cells[:take]
+            self._n_tail += take
+            start = take
+            if self._n_tail == c:
+                self._store([self._tail])
+                self._tail, self._n_tail = None, 0
+        n_full = (cells.shape[0] - start) // c
+        self._store([cells[start + i * c:start + (i + 1) * c] for i in range(n_full)])
+        rest = cells[start + n_full * c:]
+        if rest.shape[0]:
+            self._tail = np.zeros((c, *self._cell_shape), np.float32)
+            self._tail[:rest.shape[0]] = rest
+            self._n_tail = rest.shape[0]
+
+    def _store(self, chunks: list[np.ndarray]) -> None:
+        """Compress full chunks in the pool and write them in order (direct chunk write)."""
+        if not chunks:
+            return
+        assert self._pool is not None
+        c = self.chunk_events
+        base = self._n_stored
+        self._img.resize(base + len(chunks) * c, axis=0)
+        zeros = (0,) * len(self._cell_shape)
+        for i, fut in enumerate([self._pool.submit(self.codec.compress, ch) for ch in chunks]):
+            self._img.id.write_direct_chunk((base + i * c, *zeros), fut.result())
+        self._n_stored = base + len(chunks) * c
+
+    def _finish(self) -> None:
+        """Write the last partial chunk and trim the data set to the events appended."""
+        if self._n_tail:
+            assert self._tail is not None
+            self._store([self._tail])
+            self._tail, self._n_tail = None, 0
+        if self.codec.direct:
+            self._img.resize(self.n_written, axis=0)
 
     def set_attr(self, key: str, value: Any) -> None:
         assert self._h5 is not None
         self._h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list | tuple) else value
 
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._h5 is not None:
+            with contextlib.suppress(Exception):
+                self._h5.close()
+            self._h5 = None
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         assert self._ctx is not None and self._h5 is not None
         try:
+            if exc_type is None:
+                self._finish()
             self._h5.attrs["n_events"] = self.n_written
-            self._h5.close()
-        finally:
-            self._h5 = None
-            if exc_type is None and self.n_written == 0:
-                err = UserError(f"{self.path}: no events to write")
-                self._ctx.__exit__(UserError, err, None)
-                raise err
-            self._ctx.__exit__(exc_type, exc, tb)
+        except BaseException as err:
+            self._close()
+            self._ctx.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._close()
+        if exc_type is None and self.n_written == 0:
+            empty = UserError(f"{self.path}: no events to write")
+            self._ctx.__exit__(UserError, empty, None)
+            raise empty
+        self._ctx.__exit__(exc_type, exc, tb)
 
 
 def write_showers(
@@ -156,12 +253,14 @@ def write_showers(
     energies: np.ndarray,
     layout: str = LAYOUT_3DGAN,
     attrs: dict[str, Any] | None = None,
+    compression: int | str | Codec = 4,
 ) -> Path:
     """Write in-memory showers (GeV) to ``path`` atomically; returns the path."""
     images = np.asarray(images)
-    with ShowerWriter(path, grid=tuple(images.shape[1:]), layout=layout, attrs=attrs) as w:
+    with ShowerWriter(path, grid=tuple(images.shape[1:]), layout=layout, attrs=attrs,
+                      compression=compression) as w:
         w.append(images, energies)
     return Path(path)
 
 
-__all__ = ["LAYOUT_CALOCHALLENGE", "ShowerWriter", "write_showers"]
+__all__ = ["DEFAULT_THREADS", "LAYOUT_CALOCHALLENGE", "ShowerWriter", "write_showers"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 import numpy as np
 
 from caloforge.errors import UserError
-from caloforge.facts import IMAGE_SHAPE
+from caloforge.facts import CELL_THRESHOLD_GEV, IMAGE_SHAPE, LATENT_DIM
 
 if TYPE_CHECKING:  # pragma: no cover
     import openvino as ov
@@ -87,7 +87,7 @@ ProgressFn = Callable[[int], None]
 
 
 class CompiledGenerator(ABC):
-    """A generator ready to run: ``z`` (n, 200) float32 and ``energy`` (n,) GeV in,
+    """A generator ready to run: ``z`` (n, latent_dim) float32 and ``energy`` (n,) GeV in,
     showers (n, 25, 25, 25) GeV out.
 
     Attributes: ``backend`` (name), ``precision`` (``fp32``/``bf16``/``int8``), ``config``
@@ -98,6 +98,10 @@ class CompiledGenerator(ABC):
     precision: str
     config: ExecConfig
     info: dict[str, Any]
+    latent_dim: int = LATENT_DIM
+    """Size of the latent input ``z`` of this model (200: 3DGAN; 3151: phase)."""
+    cell_threshold_gev: float = CELL_THRESHOLD_GEV
+    """Cells below this (GeV) are written as exact zeros (the model's manifest / card value)."""
 
     @abstractmethod
     def infer(self, z: np.ndarray, energy: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from caloforge.errors import UserError
+from caloforge.facts import LATENT_DIM
 from caloforge.runtime.backend import (
     Backend,
     CompiledGenerator,
@@ -56,8 +57,9 @@ class Throughput:
                 "samples": self.samples, "events_per_sample": self.events_per_sample}
 
 
-def bench_inputs(n: int, energy: float = 100.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    return latent_noise(seed, 0, n), np.full(n, energy, dtype=np.float32)
+def bench_inputs(n: int, energy: float = 100.0, seed: int = 0, latent_dim: int = LATENT_DIM
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    return latent_noise(seed, 0, n, latent_dim), np.full(n, energy, dtype=np.float32)
 
 
 def time_run(gen: CompiledGenerator, z: np.ndarray, e: np.ndarray,
@@ -80,10 +82,10 @@ def measure_throughput(gen: CompiledGenerator, seconds: float = 2.0, repeats: in
     """Throughput of ``gen`` in showers/s at ``energy`` GeV: a warm-up call, then ``repeats``
     timed calls of about ``seconds / repeats`` each; median and min/max."""
     wave = gen.config.batch_size * gen.config.streams
-    z, e = bench_inputs(2 * wave, energy)
+    z, e = bench_inputs(2 * wave, energy, latent_dim=gen.latent_dim)
     rate = time_run(gen, z, e)  # warm-up and first estimate
     n = events_for(gen, seconds / max(1, repeats), rate)
-    z, e = bench_inputs(n, energy)
+    z, e = bench_inputs(n, energy, latent_dim=gen.latent_dim)
     out = np.empty((n, 25, 25, 25), np.float32)
     samples = [time_run(gen, z, e, out) for _ in range(max(1, repeats))]
     return Throughput(float(np.median(samples)), float(min(samples)), float(max(samples)),
@@ -104,7 +106,7 @@ def layouts(cores: int | None = None) -> list[tuple[int, int]]:
     return out
 
 
-def compile_model(model: GeneratorModel = None, precision: str = "fp32", *,
+def compile_model(model: GeneratorModel = None, precision: str | None = "fp32", *,
                   backend: str = "openvino",
                   streams: int | str = 1, threads: int | None = None,
                   batch_size: int | None = None, probe_seconds: float = 4.0,
@@ -128,7 +130,7 @@ def compile_model(model: GeneratorModel = None, precision: str = "fp32", *,
     return be.compile(model, precision, cfg, **options)
 
 
-def _auto(be: Backend, model: GeneratorModel, precision: str, threads: int | None, batch_size: int | None,
+def _auto(be: Backend, model: GeneratorModel, precision: str | None, threads: int | None, batch_size: int | None,
           seconds: float, options: dict[str, Any]) -> CompiledGenerator:
     if be.name != "openvino":
         cfg = ExecConfig(1, threads, batch_size or DEFAULT_BATCH)
@@ -140,12 +142,14 @@ def _auto(be: Backend, model: GeneratorModel, precision: str, threads: int | Non
 
     assert isinstance(be, OpenVINOBackend)
     loaded = dataclasses.replace(be.load(cast("ModelSource", model)))
+    precision = precision or loaded.precision
     if precision == "int8" and not _quantized(loaded.model):
-        from caloforge.runtime.openvino_backend import Calibration, quantize_int8
+        from caloforge.runtime import int8cache
+        from caloforge.runtime.openvino_backend import Calibration
 
         cal = options.pop("calibration", None) or Calibration(
             energy_range_gev=loaded.energy_range_gev or Calibration().energy_range_gev)
-        loaded.model = quantize_int8(loaded.model, cal)
+        loaded.model = int8cache.quantized(loaded, cal, options.get("optimize", True), {})
         loaded.manifest = {**(loaded.manifest or {}), "calibration": cal.as_dict()}
     key = (id(loaded.model) if loaded.path is None else str(loaded.path), precision,
            threads, batch_size, cpu_count())
@@ -170,13 +174,13 @@ def _auto(be: Backend, model: GeneratorModel, precision: str, threads: int | Non
             gen = be.compile(loaded, precision, cfg, bf16_check=False,
                              **{k: v for k, v in options.items() if k != "bf16_check"})
             wave = b * s
-            z, e = bench_inputs(wave)
+            z, e = bench_inputs(wave, latent_dim=gen.latent_dim)
             t0 = time.perf_counter()
             gen.run(z, e)  # warm-up
             first = time.perf_counter() - t0
             rate = wave / first
             reps = 1 if first > per else 2
-            z, e = bench_inputs(events_for(gen, per / reps, rate))
+            z, e = bench_inputs(events_for(gen, per / reps, rate), latent_dim=gen.latent_dim)
             r = float(np.median([time_run(gen, z, e) for _ in range(reps)]))
             est[(s, t)] = r
             results.append({"layout": cfg.label(), "showers_per_s": round(r, 1)})

@@ -4,9 +4,11 @@ manifest ``<file name>.manifest.json`` written beside it.
 The manifest records what the file is — precision, the sha256 of the source ONNX it was made
 from, the sha256 of every file of the model, the INT8 calibration settings, the caloforge
 version and the energy range the generator was trained on. :func:`load_model` checks the files
-against it, and checks that the graph is a caloforge generator (inputs ``z`` (B, 200) and
-``energy`` (B,), output ``showers`` (B, 25, 25, 25)). Every problem is a
-:class:`~caloforge.errors.UserError` naming the file.
+against it, and checks that the graph is a caloforge generator (inputs ``z`` (B, L) with a
+static latent size L — 200 for the 3DGAN, 3151 for the ``phase`` architecture — and ``energy``
+(B,), output ``showers`` (B, 25, 25, 25)). The manifest also carries ``latent_dim``,
+``architecture`` and ``cell_threshold_gev`` (below it the runtime writes exact zeros). Every
+problem is a :class:`~caloforge.errors.UserError` naming the file.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from caloforge.atomic import write_json
 from caloforge.data.manifest import sha256_file
 from caloforge.errors import UserError
-from caloforge.facts import IMAGE_SHAPE, LATENT_DIM
+from caloforge.facts import CELL_THRESHOLD_GEV, IMAGE_SHAPE, LATENT_DIM
 from caloforge.ovgraph import is_quantized, read_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,7 +52,9 @@ def model_files(model_path: str | os.PathLike[str]) -> list[Path]:
 class LoadedModel:
     """An OpenVINO model read from a file: ``model`` (``openvino.Model``), ``path``,
     ``manifest`` (dict or None), ``precision`` (from the manifest, else ``int8`` when the graph
-    holds FakeQuantize nodes, else ``fp32``), ``energy_range_gev`` (or None when unknown)."""
+    holds FakeQuantize nodes, else ``fp32``), ``energy_range_gev`` (or None when unknown),
+    ``latent_dim`` (from the graph's ``z`` input), ``architecture`` (``3dgan``, ``phase``, or
+    None when unknown), ``cell_threshold_gev`` (None: not given by manifest or card)."""
 
     model: ov.Model
     path: Path | None
@@ -59,6 +63,14 @@ class LoadedModel:
     energy_range_gev: tuple[float, float] | None = None
     source_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    latent_dim: int = LATENT_DIM
+    architecture: str | None = None
+    cell_threshold_gev: float | None = None
+
+    @property
+    def threshold_gev(self) -> float:
+        """The cell threshold the runtime applies: the model's own, else the 3DGAN default."""
+        return CELL_THRESHOLD_GEV if self.cell_threshold_gev is None else self.cell_threshold_gev
 
 
 ModelSource: TypeAlias = "ov.Model | LoadedModel | str | os.PathLike[str] | None"
@@ -66,8 +78,9 @@ ModelSource: TypeAlias = "ov.Model | LoadedModel | str | os.PathLike[str] | None
 a path (.onnx / .xml), or ``None`` (the shipped model)."""
 
 
-def check_interface(model: ov.Model, where: str) -> None:
-    """Raise UserError unless ``model`` has the generator's inputs and output."""
+def check_interface(model: ov.Model, where: str) -> int:
+    """Raise UserError unless ``model`` has the generator's inputs and output; returns the
+    latent size (the static second dimension of ``z``)."""
     inputs = {}
     for port in model.inputs:
         for name in port.get_names():
@@ -85,8 +98,9 @@ def check_interface(model: ov.Model, where: str) -> None:
             problems.append(f"inputs {sorted(inputs)} (expected 'z' and 'energy')")
         else:
             if zs.rank.is_dynamic or zs.rank.get_length() != 2 or zs[1].is_dynamic \
-                    or zs[1].get_length() != LATENT_DIM:
-                problems.append(f"input 'z' has shape {zs} (expected [?,{LATENT_DIM}])")
+                    or zs[1].get_length() < 1:
+                problems.append(f"input 'z' has shape {zs} (expected [?,L] with a fixed "
+                                f"latent size L, e.g. {LATENT_DIM})")
             if es.rank.is_dynamic or es.rank.get_length() != 1:
                 problems.append(f"input 'energy' has shape {es} (expected [?])")
     if len(model.outputs) != 1 or OUTPUT not in outputs:
@@ -100,6 +114,7 @@ def check_interface(model: ov.Model, where: str) -> None:
             problems.append(f"output 'showers' has shape {os_} (expected [?,25,25,25])")
     if problems:
         raise UserError(f"{where}: not a caloforge generator: " + "; ".join(problems))
+    return int(inputs[INPUT_Z][1].get_length())
 
 
 def read_manifest(model_path: Path) -> dict[str, Any] | None:
@@ -150,29 +165,70 @@ def read_ov_model(path: str | os.PathLike[str] | None) -> LoadedModel:
     if manifest is not None:
         verify_manifest(p, manifest)
     model = read_model(p)
-    check_interface(model, str(p))
+    latent = check_interface(model, str(p))
     quantized = is_quantized(model)
     if manifest is not None:
         precision = str(manifest.get("precision", "fp32"))
-        rng = manifest.get("energy_range_gev")
+        meta: dict[str, Any] = manifest
     else:
         precision = "int8" if quantized else "fp32"
-        rng = default_model_card().get("energy_range_gev") if shipped else None
+        meta = default_model_card() if shipped else {}
     if precision == "int8" and not quantized:
         raise UserError(f"{p}: manifest says int8 but the model holds no quantized layers")
+    rng = meta.get("energy_range_gev")
+    want = meta.get("latent_dim")
+    if want is not None and int(want) != latent:
+        raise UserError(f"{p}: the graph's latent input z has {latent} values but its "
+                        f"{'manifest' if manifest else 'model card'} says latent_dim {want}")
     return LoadedModel(
         model=model, path=p, manifest=manifest, precision=precision,
         energy_range_gev=(float(rng[0]), float(rng[1])) if rng else None,
         source_sha256=(manifest or {}).get("source_sha256") or (
             sha256_file(p) if suffix == ".onnx" else None),
-        extra={"shipped": shipped},
+        extra={"shipped": shipped}, latent_dim=latent,
+        architecture=meta.get("architecture") or ("3dgan" if latent == LATENT_DIM else None),
+        cell_threshold_gev=_threshold(meta, p),
     )
+
+
+def _threshold(meta: dict[str, Any], where: Path) -> float | None:
+    value = meta.get("cell_threshold_gev")
+    if value is None:
+        return None
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not 0.0 <= t < 1.0:  # a cell threshold of 1 GeV or more would erase whole showers
+        raise UserError(f"{where}: cell_threshold_gev {value!r} in its manifest/card is not a "
+                        "threshold in [0, 1) GeV")
+    return t
+
+
+def model_precision(path: str | os.PathLike[str] | None) -> str:
+    """The precision a model file is made for, without compiling it: its manifest's, else
+    ``int8`` for an IR holding FakeQuantize nodes, else ``fp32`` (the shipped model: fp32)."""
+    if path is None:
+        return "fp32"
+    p = Path(path)
+    if not p.is_file():
+        return "fp32"  # read_ov_model reports the problem
+    manifest = read_manifest(p)
+    if manifest is not None:
+        return str(manifest.get("precision", "fp32"))
+    if p.suffix.lower() == ".xml":
+        try:
+            return "int8" if 'type="FakeQuantize"' in p.read_text(errors="replace") else "fp32"
+        except OSError:
+            return "fp32"
+    return "fp32"
 
 
 def build_manifest(
     files: list[Path], precision: str, *, source_sha256: str | None,
     energy_range_gev: tuple[float, float] | None, calibration: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, latent_dim: int = LATENT_DIM,
+    architecture: str | None = None, cell_threshold_gev: float | None = None,
 ) -> dict[str, Any]:
     from caloforge import __version__
 
@@ -184,7 +240,10 @@ def build_manifest(
         "files": {f.name: sha256_file(f) for f in files},
         "calibration": calibration,
         "energy_range_gev": list(energy_range_gev) if energy_range_gev else None,
-        "inputs": {INPUT_Z: ["batch", LATENT_DIM], INPUT_ENERGY: ["batch"]},
+        "latent_dim": int(latent_dim),
+        "architecture": architecture,
+        "cell_threshold_gev": cell_threshold_gev,
+        "inputs": {INPUT_Z: ["batch", int(latent_dim)], INPUT_ENERGY: ["batch"]},
         "outputs": {OUTPUT: ["batch", *IMAGE_SHAPE]},
         "caloforge_version": __version__,
         **(extra or {}),
@@ -207,12 +266,18 @@ def save_model(
     """
     import openvino as ov
 
+    meta: dict[str, Any] = {}
     if isinstance(model, LoadedModel):
         source_sha256 = source_sha256 or model.source_sha256
         energy_range_gev = energy_range_gev or model.energy_range_gev
         if source_onnx is None and model.path is not None and model.path.suffix == ".onnx":
             source_onnx = model.path
+        meta = {"architecture": model.architecture,
+                "cell_threshold_gev": model.cell_threshold_gev}
         model = model.model
+    meta["latent_dim"] = check_interface(model, str(path))
+    meta.update({k: v for k, v in (extra or {}).items() if k in meta})
+    extra = {k: v for k, v in (extra or {}).items() if k not in meta}
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -237,7 +302,7 @@ def save_model(
             files = [(tmp, p)]
         manifest = build_manifest([t for t, _ in files], precision, source_sha256=source_sha256,
                                   energy_range_gev=energy_range_gev, calibration=calibration,
-                                  extra=extra)
+                                  extra=extra, **meta)
         for tmp, final in files:
             os.replace(tmp, final)
         write_json(manifest_path(p), manifest)

@@ -37,7 +37,7 @@ class ONNXRuntimeBackend:
     name = "onnxruntime"
     precisions: tuple[str, ...] = ("fp32",)
 
-    def compile(self, model: str | os.PathLike[str] | None = None, precision: str = "fp32",
+    def compile(self, model: str | os.PathLike[str] | None = None, precision: str | None = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> ORTGenerator:
         try:
             import onnxruntime as ort
@@ -47,7 +47,7 @@ class ONNXRuntimeBackend:
         from caloforge.gan.shipped import default_onnx_path
         from caloforge.runtime.modelfile import check_interface, read_ov_model
 
-        check_precision(self, precision)
+        check_precision(self, precision or "fp32")
         config = config or ExecConfig()
         if config.streams != 1:
             raise UserError(f"streams {config.streams}: the onnxruntime backend runs one stream "

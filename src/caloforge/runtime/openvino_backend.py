@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from caloforge.errors import UserError
-from caloforge.facts import IMAGE_SHAPE, LATENT_DIM
+from caloforge.facts import CELL_THRESHOLD_GEV, IMAGE_SHAPE
 from caloforge.ovgraph import (
     BF16_MIN_CHANNELS,
     BF16_PARITY_MAX_REL_L2,
@@ -39,6 +39,8 @@ from caloforge.ovgraph import (
     rel_l2,
     runtime_precisions,
 )
+from caloforge.resources import check_memory
+from caloforge.runtime import int8cache
 from caloforge.runtime.backend import (
     CompiledGenerator,
     ExecConfig,
@@ -75,6 +77,9 @@ class OpenVINOGenerator(CompiledGenerator):
         self.info = info
         self.ov_model = ov_model
         self.loaded = loaded
+        self.latent_dim = loaded.latent_dim if loaded is not None else _latent(ov_model)
+        self.cell_threshold_gev = loaded.threshold_gev if loaded is not None else \
+            CELL_THRESHOLD_GEV
         self._request: ov.InferRequest | None = None
         self._queue: ov.AsyncInferQueue | None = None
         self._lock = threading.Lock()
@@ -84,7 +89,7 @@ class OpenVINOGenerator(CompiledGenerator):
         n = z.shape[0]
         if n == b:
             return z, e
-        zp = np.zeros((b, z.shape[1]), dtype=np.float32)
+        zp = np.zeros((b, z.shape[1]), dtype=np.float32)  # latent size of this model
         ep = np.full(b, 100.0, dtype=np.float32)
         zp[:n], ep[:n] = z, e
         return zp, ep
@@ -145,7 +150,7 @@ class OpenVINOGenerator(CompiledGenerator):
         """Per-layer execution times (needs ``perf_count=True`` at compile): list of
         ``{name, type, kernel, precision, time_ms}`` averaged over ``batches`` runs, slowest
         first."""
-        z = latent_noise(0, 0, self.config.batch_size)
+        z = latent_noise(0, 0, self.config.batch_size, self.latent_dim)
         e = np.full(self.config.batch_size, 100.0, np.float32)
         req = self.compiled.create_infer_request()
         req.infer({"z": z, "energy": e})
@@ -178,45 +183,49 @@ class OpenVINOBackend:
             return model
         if isinstance(model, ov.Model):
             return LoadedModel(model=model, path=None,
-                               precision="int8" if is_quantized(model) else "fp32")
+                               precision="int8" if is_quantized(model) else "fp32",
+                               latent_dim=_latent(model))
         return read_ov_model(model)
 
-    def compile(self, model: ModelSource = None, precision: str = "fp32",
+    def compile(self, model: ModelSource = None, precision: str | None = "fp32",
                 config: ExecConfig | None = None, *, calibration: Calibration | None = None,
                 perf_count: bool = False, bf16_check: bool = True,
                 optimize: bool = True) -> OpenVINOGenerator:
-        precision = check_precision(self, precision)
         config = config or ExecConfig()
         loaded = self.load(model)
+        precision = check_precision(self, precision or loaded.precision)
         ov_model = loaded.model
-        info: dict[str, Any] = {"model": str(loaded.path) if loaded.path else "<in memory>"}
+        info: dict[str, Any] = {"model": str(loaded.path) if loaded.path else "<in memory>",
+                                "architecture": loaded.architecture,
+                                "latent_dim": loaded.latent_dim,
+                                "cell_threshold_gev": loaded.threshold_gev}
         quantized = is_quantized(ov_model)
-        if optimize and not quantized:
+        if precision == "int8" and not quantized:
+            cal = calibration or Calibration(
+                energy_range_gev=loaded.energy_range_gev or Calibration().energy_range_gev)
+            ov_model = int8cache.quantized(loaded, cal, optimize, info)
+            info["quantization"] = cal.as_dict()
+        elif optimize and not quantized:
             ov_model, info["folded_layers"] = optimize_model(ov_model)
-        if precision == "int8":
-            if quantized:
-                info["quantization"] = (loaded.manifest or {}).get("calibration") or "pre-quantized"
-            else:
-                cal = calibration or Calibration(
-                    energy_range_gev=loaded.energy_range_gev or Calibration().energy_range_gev)
-                ov_model = quantize_int8(ov_model, cal, optimize=False)
-                info["quantization"] = cal.as_dict()
+        elif precision == "int8":
+            info["quantization"] = (loaded.manifest or {}).get("calibration") or "pre-quantized"
         elif quantized:
             raise UserError(
                 f"{info['model']}: the model is quantized (INT8); compile it with precision int8"
             )
+        check_batch_memory(ov_model, config, info["model"])
         ov_model = ov_model.clone()
         if precision == "bf16":
             info["bf16_padded_layers"] = pad_small_convolutions(ov_model)
         b = config.batch_size
-        ov_model.reshape({"z": [b, LATENT_DIM], "energy": [b]})
+        ov_model.reshape({"z": [b, loaded.latent_dim], "energy": [b]})
         hint = _HINT[precision]
         if precision == "int8" and quantized:
             hint = precision_hint(ov_model)  # "bf16" only where the tuner kept BF16 layers
             info["precision_hint"] = hint
         compiled = self._compile(ov_model, hint, config, perf_count)
         if precision == "bf16" and bf16_check:
-            err = self._parity(compiled, loaded.model, config)
+            err = self._parity(compiled, loaded.model, config, loaded.latent_dim)
             info["bf16_rel_l2_vs_f32"] = err
             if not bf16_parity_ok(err):
                 warnings.warn(
@@ -243,20 +252,65 @@ class OpenVINOBackend:
         }
         return compile_model(ov_model, hint=hint, config=props)
 
-    def _parity(self, compiled: ov.CompiledModel, f32_model: ov.Model, config: ExecConfig
-                ) -> float:
+    def _parity(self, compiled: ov.CompiledModel, f32_model: ov.Model, config: ExecConfig,
+                latent: int) -> float:
         n = min(8, config.batch_size)
-        z = latent_noise(987, 0, n)
+        z = latent_noise(987, 0, n, latent)
         e = np.linspace(10.0, 400.0, n).astype(np.float32)
         ref_model = f32_model.clone()
-        ref_model.reshape({"z": [n, LATENT_DIM], "energy": [n]})
+        ref_model.reshape({"z": [n, latent], "energy": [n]})
         ref = self._compile(ref_model, "f32", ExecConfig(1, 1, n), False)
         want = ref.create_infer_request().infer({"z": z, "energy": e})[0]
-        zb = np.zeros((config.batch_size, LATENT_DIM), np.float32)
+        zb = np.zeros((config.batch_size, latent), np.float32)
         eb = np.full(config.batch_size, 100.0, np.float32)
         zb[:n], eb[:n] = z, e
         got = compiled.create_infer_request().infer({"z": zb, "energy": eb})[0][:n]
         return rel_l2([np.asarray(got)], [np.asarray(want)])
+
+
+def _latent(model: ov.Model) -> int:
+    """The latent size of an in-memory model (its ``z`` input's second dimension)."""
+    from caloforge.runtime.modelfile import check_interface
+
+    return check_interface(model, "<in memory>")
+
+
+def check_batch_memory(model: ov.Model, config: ExecConfig, where: str) -> None:
+    """Refuse, before OpenVINO allocates them, the buffers of a batch size that exceed the
+    machine's memory. The bound is one the plugin cannot go below: per stream, the operation
+    whose inputs and outputs together are largest (per event, from the graph's static shapes)
+    times the batch size, plus the input and output tensors of the ``2 x streams`` requests."""
+    per_event = _peak_bytes_per_event(model)
+    b, s = int(config.batch_size), int(config.streams)
+    io = (_latent(model) + 1 + int(np.prod(IMAGE_SHAPE))) * 4
+    need = b * s * (per_event + 2 * io)
+    check_memory(need, f"batch size {b} ({where}, {s} stream{'s' if s > 1 else ''})")
+
+
+def _event_bytes(shape: Any, element_type: Any) -> int:
+    if shape.rank.is_dynamic or shape.rank.get_length() < 1:
+        return 0
+    dims = list(shape)[1:]
+    if any(d.is_dynamic for d in dims):
+        return 0
+    return int(np.prod([d.get_length() for d in dims], dtype=np.int64)) * element_type.size
+
+
+def _peak_bytes_per_event(model: ov.Model) -> int:
+    one = model.clone()
+    one.reshape({"z": [1, _latent(model)], "energy": [1]})
+    peak = 0
+    for op in one.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Parameter", "Result"):
+            continue
+        total = sum(_event_bytes(op.get_output_partial_shape(i), op.get_output_element_type(i))
+                    for i in range(op.get_output_size()))
+        for i in range(op.get_input_size()):
+            src = op.input_value(i)
+            if src.get_node().get_type_name() != "Constant":
+                total += _event_bytes(src.get_partial_shape(), src.get_element_type())
+        peak = max(peak, total)
+    return peak
 
 
 def load_generator(model: ModelSource) -> LoadedModel:

@@ -21,13 +21,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def calibration_inputs(n: int, energy_range: tuple[float, float] = TRAINED_ENERGY_RANGE_GEV,
-                       seed: int = 0, batch: int = 1) -> list[dict[str, np.ndarray]]:
-    """The generator's calibration set: ``n`` events (``z`` (b, 200) float32 N(0,1) noise,
+                       seed: int = 0, batch: int = 1, latent_dim: int = LATENT_DIM
+                       ) -> list[dict[str, np.ndarray]]:
+    """The generator's calibration set: ``n`` events (``z`` (b, latent_dim) float32 N(0,1) noise,
     ``energy`` (b,) float32 GeV uniform over ``energy_range``), in input dicts of ``batch``
     events; reproducible from ``seed`` (:mod:`caloforge.runtime.noise`)."""
     if n <= 0:
         raise UserError(f"n {n}: the calibration set needs at least one event")
-    z = latent_noise(seed, 0, n, LATENT_DIM)
+    z = latent_noise(seed, 0, n, latent_dim)
     e = uniform_energies(seed, 0, n, *energy_range).astype(np.float32)
     return [{"z": z[i:i + batch], "energy": e[i:i + batch]} for i in range(0, n, batch)]
 
@@ -45,8 +46,9 @@ class Calibration:
     preset: str = "performance"
     range_estimator: str = "minmax"
 
-    def inputs(self) -> list[dict[str, np.ndarray]]:
-        return calibration_inputs(self.samples, self.energy_range_gev, self.seed)
+    def inputs(self, latent_dim: int = LATENT_DIM) -> list[dict[str, np.ndarray]]:
+        return calibration_inputs(self.samples, self.energy_range_gev, self.seed,
+                                  latent_dim=latent_dim)
 
     def params(self) -> dict[str, Any]:
         """The quantization parameters (:func:`caloforge.ovgraph.normalize_params`)."""
@@ -72,6 +74,7 @@ def quantize_int8(model: ModelSource,
     shower-prior arithmetic (powers, divisions, products) and other elementwise ops are removed:
     8 bits there cost 11% of the shower energy at 100 GeV and gain nothing."""
     from caloforge.ovgraph import optimize_model, quantize_layers
+    from caloforge.runtime.modelfile import check_interface
 
     if isinstance(model, LoadedModel):
         model = model.model
@@ -80,5 +83,6 @@ def quantize_int8(model: ModelSource,
     cal = calibration or Calibration()
     if optimize:
         model = optimize_model(model)[0]
-    return quantize_layers(model, cal.inputs(), cal.params(), ignored_scope=ignored_scope,
+    latent = check_interface(model, "<model to quantize>")
+    return quantize_layers(model, cal.inputs(latent), cal.params(), ignored_scope=ignored_scope,
                            **nncf_options)

@@ -55,6 +55,9 @@ class TorchGenerator(CompiledGenerator):
 
     def __init__(self, module: Any, config: ExecConfig, info: dict[str, Any]) -> None:
         self.module = module
+        self.latent_dim = int(getattr(module, "latent_dim", self.latent_dim))
+        if hasattr(module, "cell_threshold_gev"):
+            self.cell_threshold_gev = float(module.cell_threshold_gev)
         self.precision = "fp32"
         self.config = config
         self.info = info
@@ -77,11 +80,11 @@ class TorchBackend:
     precisions: tuple[str, ...] = ("fp32",)
 
     def compile(self, model: torch.nn.Module | str | os.PathLike[str] | None = None,
-                precision: str = "fp32",
+                precision: str | None = "fp32",
                 config: ExecConfig | None = None, **options: Any) -> TorchGenerator:
         import torch
 
-        check_precision(self, precision)
+        check_precision(self, precision or "fp32")
         config = config or ExecConfig()
         if config.streams != 1:
             raise UserError(f"streams {config.streams}: the torch backend runs one stream "

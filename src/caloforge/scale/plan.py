@@ -102,7 +102,7 @@ class ShardTask:
     layout: str
     fingerprint: str
     seeding: str = "shard"
-    compression: int = 4
+    compression: int | str = 4
 
     def draw_energies(self, producer: Any = None) -> np.ndarray:
         """The shard's primary energies (GeV); an event-seeded producer may draw them itself."""

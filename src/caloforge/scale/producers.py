@@ -165,10 +165,14 @@ class GANProducer:
     def __call__(self, energies: np.ndarray, seed: int,
                  first_event: int = 0) -> tuple[np.ndarray, np.ndarray]:
         e = self._rt.check_energies(energies, self.trained_range, self.allow_extrapolation)
-        z = self._rt.latent_noise(seed, first_event, first_event + e.size)
+        z = self._rt.latent_noise(seed, first_event, first_event + e.size, self.gen.latent_dim)
         with self._lock:
             images = self.gen.run(z, e.astype(np.float32))
-        return images, e
+        from caloforge.runtime.generate import model_label
+        from caloforge.runtime.showers import finish_showers
+
+        # the runtime's checks and exact zeros, as for generate
+        return finish_showers(images, self.gen.cell_threshold_gev, model_label(self.gen)), e
 
 
 def _dask_worker_threads() -> int | None:

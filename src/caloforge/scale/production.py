@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from caloforge.data import manifest as mf
+from caloforge.data.codecs import parse_codec
 from caloforge.data.layouts import LAYOUT_3DGAN
 from caloforge.data.manifest import FORMAT, FORMAT_VERSION
 from caloforge.errors import CaloforgeError, UserError
@@ -87,7 +88,7 @@ def produce(
     energies: Iterable[float] | np.ndarray | None = None,
     energy_range: tuple[float, float] | None = None,
     layout: str = LAYOUT_3DGAN,
-    compression: int | None = None,
+    compression: int | str | None = None,
     scheduler: str | None = None,
     workers: int | None = None,
     client: Any = None,
@@ -159,9 +160,9 @@ def produce(
                              wall_s=time.perf_counter() - t_start, manifest=manifest)
 
 
-def _check_arguments(out: Path, spec: ProducerSpec, compression: int | None, retries: int,
-                     workers: int | None) -> int:
-    """Raise UserError for a bad output directory or option; returns the gzip level."""
+def _check_arguments(out: Path, spec: ProducerSpec, compression: int | str | None,
+                     retries: int, workers: int | None) -> int | str:
+    """Raise UserError for a bad output directory or option; returns the compression."""
     if out.suffix.lower() in (".h5", ".hdf5") and not out.is_dir():
         raise UserError(f"{out}: a production is a directory, not an HDF5 file; give a directory "
                         "name (merge it into one file afterwards with merge_production)")
@@ -171,8 +172,7 @@ def _check_arguments(out: Path, spec: ProducerSpec, compression: int | None, ret
         raise UserError(f"{out}: parent directory {out.parent} does not exist")
     if compression is None:
         compression = default_compression(spec)
-    if not 0 <= compression <= 9:
-        raise UserError(f"compression {compression}: expected 0..9")
+    parse_codec(compression)  # a gzip level 0..9 or a codec name (the one writer's)
     if retries < 0:
         raise UserError(f"retries {retries}: must be >= 0")
     if workers is not None and workers < 0:
@@ -255,7 +255,7 @@ def _make_plan(out: Path, previous: dict[str, Any] | None, spec: ProducerSpec, n
 
 
 def _manifest_head(plan: Plan, previous: dict[str, Any] | None,
-                   compression: int) -> dict[str, Any]:
+                   compression: int | str) -> dict[str, Any]:
     from caloforge import __version__
 
     return {

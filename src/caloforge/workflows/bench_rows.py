@@ -169,11 +169,16 @@ class McRate:
 
 @dataclass
 class EndToEnd:
-    """``generate_to_file`` (HDF5 writing included) at one gzip level."""
+    """``generate_to_file`` (default options: gzip 1 + shuffle, the model's threshold) against
+    the in-memory engine (``gen.run``), same compiled model; both as marginal rates
+    ``(n2 - n1) / (t2 - t1)`` from two run sizes, so that start-up cancels."""
 
-    gzip_level: int
-    events: int
-    showers_per_s: float
+    precision: str
+    layout: str
+    compression: str
+    events: tuple[int, int]
+    engine_showers_per_s: float
+    to_disk_showers_per_s: float
     fraction_of_engine: float
     file_mb: float
 
@@ -243,4 +248,6 @@ class BenchReport:
             mc=None if not obj.get("mc") else McRate(**obj["mc"]),
             physics={k: PhysicsRow(**v) for k, v in (phys.get("by_precision") or {}).items()},
             physics_events=int(phys.get("events") or 0),
-            end_to_end=[EndToEnd(**g) for g in obj.get("generate_end_to_end") or []])
+            end_to_end=[EndToEnd(**{**g, "events": tuple(g["events"])})
+                        for g in obj.get("generate_end_to_end") or []
+                        if "to_disk_showers_per_s" in g])  # older files: other fields
