@@ -138,3 +138,62 @@ def test_not_hdf5_and_missing(tmp_path):
         summarize(text)
     with pytest.raises(UserError, match="no such file"):
         summarize(tmp_path / "missing.h5")
+
+
+def _inflate_chunk(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """An independent decoder of one stored chunk: zlib inflate, then HDF5's byte unshuffle
+    (all first bytes of the float32 values, then all second bytes, ...)."""
+    import zlib
+
+    b = np.frombuffer(zlib.decompress(raw), np.uint8)
+    return b.reshape(4, -1).T.copy().view(np.float32).reshape(shape)
+
+
+def test_writer_chunks_are_standard_gzip_shuffle_whatever_the_threads(tmp_path, mc_small):
+    images, energies = mc_small
+    images = images[:150]
+    paths = []
+    for threads, splits in [(1, [150]), (3, [7, 100, 1, 42])]:
+        path = tmp_path / f"t{threads}.h5"
+        with ShowerWriter(path, compression=1, threads=threads, chunk_events=64) as w:
+            lo = 0
+            for n in splits:
+                w.append(images[lo:lo + n], energies[lo:lo + n])
+                lo += n
+        paths.append(path)
+    chunks = []
+    for path in paths:
+        with h5py.File(path, "r") as h:  # plain h5py, no plugin
+            ds = h["ECAL"]
+            assert ds.compression == "gzip" and ds.shuffle and ds.chunks == (64, 25, 25, 25)
+            np.testing.assert_array_equal(ds[:], images)
+            raw = [ds.id.read_direct_chunk((lo, 0, 0, 0)) for lo in (0, 64, 128)]
+            chunks.append([r[1] for r in raw])
+            assert all(mask == 0 for mask, _ in raw)
+            # the last chunk is partial: 22 events and zero padding
+            last = _inflate_chunk(raw[2][1], (64, 25, 25, 25))
+            np.testing.assert_array_equal(last[:22], images[128:])
+            assert not last[22:].any()
+    assert chunks[0] == chunks[1]  # same bytes with 1 or 3 threads and other append sizes
+
+
+def test_writer_calochallenge_and_plugin_codec(tmp_path, mc_small):
+    images, energies = mc_small
+    path = tmp_path / "cc.h5"
+    with ShowerWriter(path, layout="calochallenge", compression=1, threads=2) as w:
+        w.append(images[:70], energies[:70])
+    with h5py.File(path, "r") as h:
+        np.testing.assert_allclose(h["showers"][:], images[:70].reshape(70, -1) * 1e3,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(h["incident_energies"][:, 0], energies[:70] * 1e3, rtol=1e-6)
+    pytest.importorskip("hdf5plugin")
+    lz = write_showers(tmp_path / "lz4.h5", images[:70], energies[:70], compression="lz4")
+    with open_showers(lz) as f:  # caloforge's reader loads hdf5plugin itself
+        np.testing.assert_array_equal(f.read()[0], images[:70])
+
+
+def test_writer_bad_codec_leaves_no_file(tmp_path, mc_small):
+    images, energies = mc_small
+    with pytest.raises(UserError, match="compression 'zip'"):
+        write_showers(tmp_path / "x.h5", images[:2], energies[:2], compression="zip")
+    assert list(tmp_path.iterdir()) == []

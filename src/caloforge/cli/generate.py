@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                            trained_range(args.model), args.allow_extrapolation,
                            "--energies" if energies is not None else "--energy-range")
         except UserError as exc:  # the library names its parameter
-            raise reworded(exc, {"allow_extrapolation=True": "--allow-extrapolation"}) from None
+            raise reworded(exc, {"allow_extrapolation=True": "--allow-extrapolation",
+                                 "allow_extrapolation": "--allow-extrapolation"}) from None
     precision = args.precision or model_precision(args.model)
     if wants_scale(args):
         from caloforge.scale import ProducerSpec

@@ -30,6 +30,14 @@ from caloforge.data.layouts import (
 from caloforge.errors import UserError
 
 
+def _load_plugins() -> None:
+    """Register hdf5plugin's filters (LZ4, Blosc2, ...) when installed: files written with an
+    opt-in codec of :mod:`caloforge.data.codecs` then read like gzip ones."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import hdf5plugin  # noqa: F401
+
 class ShowerFile:
     """An open shower data set. Use as a context manager or call :meth:`close`.
 
@@ -49,6 +57,7 @@ class ShowerFile:
             raise UserError(f"{self.path}: cannot read file ({exc})") from None
         if not is_h5:
             raise UserError(f"{self.path}: not an HDF5 file")
+        _load_plugins()
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
