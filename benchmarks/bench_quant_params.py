@@ -55,7 +55,8 @@ def main() -> int:
 
     t0 = time.perf_counter()
     prepared = prepare_generator_tuning(None, None, calibration_size=args.calibration_size,
-                                        reference_events=args.reference_events, seed=args.seed)
+                                        reference_events=args.reference_events, seed=args.seed,
+                                        criterion=Criterion(0.01))  # the 3DGAN metric alone
     model, obj = prepared.graph, prepared.objective
     names = [layer.name for layer in find_layers(model)]
     short = [n.split("/")[1] for n in names]

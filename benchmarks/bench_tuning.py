@@ -4,8 +4,13 @@
     python benchmarks/bench_tuning.py --model gen.onnx --reference ref.h5
     python benchmarks/bench_tuning.py --synthetic           # tiny Conv3d model, output-error metric
 
-A model with inputs ``z`` and ``energy`` is tuned against the 3DGAN shape metric (reference from
-``--reference`` or a simulated GFlash sample). Any other ONNX model (and ``--synthetic``) gets a
+A model with inputs ``z`` and ``energy`` is tuned against the generator's default multi-metric
+criterion (``caloforge.workflows.criterion.DEFAULT_CRITERION``: the 3DGAN shape metric against
+``--reference`` or a simulated GFlash sample, per-energy response / width / hits and the paired
+FPD), or with ``--tolerance T`` against the 3DGAN metric alone; ``--criterion NAME:TOL``
+(repeatable) as in ``caloforge quantize``. Per strategy it prints trials, metric evaluations,
+probes, wall time, the INT8 FLOPs share, the final model's limiting metric and the metric that
+limited the search. Any other ONNX model (and ``--synthetic``) gets a
 generic metric: relative L2 distance of its first output to a fixed noisy copy of the FP32 output
 on random inputs (lower is better; the noise keeps the FP32 value away from zero).
 Each strategy runs in its own fresh output folder, one after the other in this process, so the
@@ -93,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-events", type=int, default=700)
     p.add_argument("--strategies", default="basic,ranked,pareto")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="relative tolerance (default 0.01 for the GAN, 0.1 synthetic)")
+                   help="relative tolerance of the one metric: the 3DGAN metric alone for the GAN "
+                        "(default: the multi-metric criterion), 0.1 synthetic")
+    p.add_argument("--criterion", action="append", default=None, metavar="NAME:TOL",
+                   help="GAN criterion metrics as in caloforge quantize (default: the default)")
+    p.add_argument("--scan-events", type=int, default=100,
+                   help="showers per energy of the per-energy metrics (GAN)")
     p.add_argument("--calibration-size", type=int, default=None,
                    help="calibration samples (default 200 GAN, 32 synthetic)")
     p.add_argument("--latency-batch", type=int, default=32)
@@ -124,36 +134,45 @@ def main(argv: list[str] | None = None) -> int:
     inputs = {name for port in read_model(model).inputs for name in port.get_names()}
     prepared = None
     if {"z", "energy"} <= inputs:  # a generator: the runtime's graph, as `caloforge quantize`
+        from caloforge.workflows.criterion import parse_criterion
+
         size = args.calibration_size or 200
+        gan_criterion = Criterion(args.tolerance) if args.tolerance is not None else (
+            parse_criterion(args.criterion) if args.criterion else None)
         prepared = prepare_generator_tuning(model, args.reference, calibration_size=size,
-                                            reference_events=args.reference_events)
+                                            reference_events=args.reference_events,
+                                            criterion=gan_criterion, scan_events=args.scan_events)
         what = prepared.objective.description
-        tolerance = 0.01 if args.tolerance is None else args.tolerance
+        tolerance = args.tolerance
     else:
         size = args.calibration_size or 32
         calibration, evaluate, what = generic_objective(model, size)
         tolerance = 0.1 if args.tolerance is None else args.tolerance
     setup = time.perf_counter() - t0
-    print(f"model {model}\nmetric: {what}; calibration {size}; relative tolerance {tolerance:g}; "
+    crit = (f"relative tolerance {tolerance:g}" if tolerance is not None else
+            f"criterion of {len(prepared.objective.criterion) if prepared else 0} metrics")
+    print(f"model {model}\nmetric: {what}; calibration {size}; {crit}; "
           f"objective set-up {setup:.1f} s")
     print(f"{'strategy':9s} {'trials':>6s} {'evals':>6s} {'probes':>6s} {'wall s':>7s} "
-          f"{'pass':>5s} {'speed-up':>8s} {'INT8 FLOPs':>10s}  best configuration")
+          f"{'pass':>5s} {'speed-up':>8s} {'INT8 FLOPs':>10s} {'limiting (final)':>18s} "
+          f"{'limited the search':>18s}  best configuration")
     for name in args.strategies.split(","):
         out = work / name
         t1 = time.perf_counter()
         kw = {"latency_batch": args.latency_batch, "export_qdq": False, "report": True,
               "progress": lambda msg: None}
         if prepared is not None:
-            res = tune_generator(out, criterion=Criterion(tolerance), strategy=name,
-                                 prepared=prepared, **kw).result
+            res = tune_generator(out, strategy=name, prepared=prepared, **kw).result
         else:
-            res = tune(model, calibration, evaluate, Criterion(tolerance), name, out, **kw)
+            res = tune(model, calibration, evaluate, Criterion(tolerance or 0.1), name, out, **kw)
         wall = time.perf_counter() - t1
         share = f"{res.best.int8_share:.0%}" if res.best and res.best.int8_share is not None else "-"
         speed = f"{res.speedup:.2f}x" if res.speedup else "-"
+        limiting = (res.best.limiting if res.best else "") or "-"
         print(f"{name:9s} {len(res.trials) + len(res.probes):6d} {res.evaluations_run:6d} "
               f"{res.probes_run:6d} {wall:7.1f} {'yes' if res.passed else 'no':>5s} {speed:>8s} "
-              f"{share:>10s}  {res.best.config.summary() if res.best else '-'}")
+              f"{share:>10s} {limiting:>18s} {res.limited_by or '-':>18s}  "
+              f"{res.best.config.summary() if res.best else '-'}")
         sys.stdout.flush()
     print(f"outputs in {work}")
     return 0

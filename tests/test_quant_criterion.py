@@ -83,7 +83,7 @@ def test_default_criterion_has_every_metric_of_the_issue(gan):
         assert [m.name for m in per] == [f"{family}@{e}GeV" for e in (6, 25, 90, 180, 420)]
         assert all(m.tolerance == tol and m.relative and m.direction == "both" for m in per)
     fpd = objective.metrics[-1]
-    assert not fpd.relative and fpd.tolerance == pytest.approx(t.objective.fpd_floor)
+    assert not fpd.relative and fpd.tolerance == pytest.approx(t.objective.fpd_floor, rel=5e-3)
     assert fpd.tolerance > 0
     assert base["fpd"] == pytest.approx(0.0, abs=1e-9)  # FP32 vs itself on the same noise
     # a candidate identical to FP32 passes with slack 1 (as good as FP32) on every metric

@@ -214,7 +214,10 @@ def resolve(specs: Sequence[MetricSpec], energies: Sequence[float], fpd_floor: f
         if s.floor:
             if fpd_floor is None or not math.isfinite(fpd_floor):
                 raise UserError("criterion fpd:floor: the FP32-vs-FP32 floor is unknown")
-            out.append(Metric(name, fpd_floor, relative=False, direction=FAMILIES[family]))
+            # 3 significant digits: the floor is part of the criterion a resume compares, and
+            # the last bits of an f32 run may differ with the thread count
+            out.append(Metric(name, float(f"{fpd_floor:.3g}"), relative=False,
+                              direction=FAMILIES[family]))
         else:
             out.append(Metric(name, float(s.tolerance or 0.0), s.relative, FAMILIES[family]))
     return out
