@@ -25,6 +25,7 @@ import numpy as np
 from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.runtime import Calibration, CompiledGenerator, ExecConfig, cpu_count, get_backend
 from caloforge.runtime.bench import BenchConfig, cpu_flags, cpu_name, layouts, time_in_rotation
+from caloforge.runtime.engine import AUTO_BATCHES
 from caloforge.runtime.modelfile import LoadedModel, ModelSource
 from caloforge.runtime.noise import latent_noise
 from caloforge.runtime.openvino_backend import load_generator
@@ -156,7 +157,10 @@ def _to_disk(gens: dict[str, CompiledGenerator], rows: list[BenchRow], seconds: 
 
     out = []
     for precision in ("fp32", "int8"):
-        cands = [r for r in rows if r.runtime == "openvino" and r.precision == precision]
+        # generate's auto probe picks among batches of 8 or more (runtime.engine.AUTO_BATCHES)
+        cands = [r for r in rows if r.runtime == "openvino" and r.precision == precision
+                 and r.batch >= min(AUTO_BATCHES)] or \
+            [r for r in rows if r.runtime == "openvino" and r.precision == precision]
         if not cands:
             continue
         best = max(cands, key=lambda r: r.median)
