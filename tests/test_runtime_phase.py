@@ -96,3 +96,16 @@ def test_generate_cli_with_a_phase_model(phase, inputs, tmp_path) -> None:
         assert x.shape == (40, 25, 25, 25) and h.attrs["cell_threshold_gev"] == 1e-6
     assert np.isfinite(x).all() and (x[x > 0] >= 1e-6 * (1 - 1e-6)).all()
     assert 0.05 < float((x > 0).mean()) < 0.95
+
+
+def test_bench_times_a_phase_model_and_its_file_rate(phase) -> None:
+    from caloforge.workflows import run_bench
+
+    _, path = phase
+    report = run_bench(True, model=path, batches=(8,), precisions=("fp32",), rounds=1,
+                       sample_seconds=0.02, physics_events=24, mc_seconds=0.0, plain=False)
+    assert {r.runtime for r in report.rows} == {"openvino"}  # no 3DGAN PyTorch weights for it
+    (disk,) = report.end_to_end
+    assert disk.precision == "fp32" and disk.events[1] == 3 * disk.events[0]
+    assert disk.to_disk_showers_per_s > 0 and disk.engine_showers_per_s > 0
+    assert report.physics["openvino-fp32"].rel_l2_vs_openvino_fp32 == 0.0

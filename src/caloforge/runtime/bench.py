@@ -78,12 +78,12 @@ def time_in_rotation(gens: Mapping[str, CompiledGenerator], rounds: int, sample_
     ``rounds`` times in rotation. ``on_round(r)`` after each round, ``on_run()`` after each run."""
     timings: dict[str, Timing] = {}
     for key, g in gens.items():
-        z, e = bench_inputs(g.config.batch_size * g.config.streams)
+        z, e = bench_inputs(g.config.batch_size * g.config.streams, latent_dim=g.latent_dim)
         g.run(z, e)  # warm-up
         timings[key] = Timing([], events_for(g, sample_seconds, time_run(g, z, e)))
     for r in range(rounds):
         for key, g in gens.items():
-            z, e = bench_inputs(timings[key].events_per_sample, seed=r)
+            z, e = bench_inputs(timings[key].events_per_sample, seed=r, latent_dim=g.latent_dim)
             timings[key].samples.append(time_run(g, z, e))
             if on_run is not None:
                 on_run()
