@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the multi-metric criterion), 0.1 synthetic")
     p.add_argument("--criterion", action="append", default=None, metavar="NAME:TOL",
                    help="GAN criterion metrics as in caloforge quantize (default: the default)")
-    p.add_argument("--scan-events", type=int, default=100,
+    p.add_argument("--scan-events", type=int, default=400,
                    help="showers per energy of the per-energy metrics (GAN)")
     p.add_argument("--calibration-size", type=int, default=None,
                    help="calibration samples (default 200 GAN, 32 synthetic)")

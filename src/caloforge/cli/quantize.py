@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="--tolerance is in the metric's units")
     p.add_argument("--higher-is-better", action="store_true",
                    help="with --tolerance: the metric grows with quality (the 3DGAN metric does not)")
-    p.add_argument("--scan-events", type=positive_int, default=100, metavar="N",
-                   help="showers per energy of the per-energy metrics and FPD (default 100)")
+    p.add_argument("--scan-events", type=positive_int, default=400, metavar="N",
+                   help="showers per energy of the per-energy metrics and FPD (default 400)")
     p.add_argument("--reference", metavar="REF.h5",
                    help="reference showers for the metric; default: a GFlash MC sample at "
                         "50-500 GeV (--reference-events events)")

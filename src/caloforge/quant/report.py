@@ -102,9 +102,11 @@ def _criterion_text(result: TuningResult) -> str:
     describe = getattr(result.criterion, "describe", None)
     if callable(describe):
         return str(describe(result.baseline_metric))
-    return "; ".join(f"`{m.name}` {m.describe_tolerance()}" for m in result.metrics) + \
-        " (every metric must pass; slack = the smallest normalised slack, 1 = as FP32, 0 = on " \
-        "the threshold)"
+    metrics = result.metrics
+    listed = "; ".join(f"`{m.name}` {m.describe_tolerance()}" for m in metrics) \
+        if len(metrics) <= 4 else f"{len(metrics)} metrics (tolerances in the table below)"
+    return listed + "; every metric must pass; slack = the smallest normalised slack (1 = as " \
+        "FP32, 0 = on the threshold)"
 
 
 def metric_tables(result: TuningResult) -> list[str]:

@@ -42,7 +42,12 @@ from caloforge.workflows.criterion import (
     needs,
     resolve,
 )
-from caloforge.workflows.objective_physics import SCAN_ENERGIES_GEV, physics_panel, showers
+from caloforge.workflows.objective_physics import (
+    SCAN_ENERGIES_GEV,
+    SCAN_EVENTS,
+    physics_panel,
+    showers,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import openvino as ov
@@ -104,7 +109,7 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
                   criterion: Criterion | Sequence[MetricSpec] | None = None,
                   graph: ov.Model | str | os.PathLike[str] | None = None,
                   scan_energies: Sequence[float] = SCAN_ENERGIES_GEV,
-                  scan_events: int = 100) -> GanObjective:
+                  scan_events: int = SCAN_EVENTS) -> GanObjective:
     """Calibration set and evaluation function for a 3DGAN generator (ONNX inputs ``z``, ``energy``).
 
     ``reference_events`` caps the reference sample used (from the file) or sets its size (when

@@ -21,6 +21,7 @@ from caloforge.quant import Criterion, Metric, TuneOptions, TuningResult, tune
 from caloforge.quant.strategies import DEFAULT_STRATEGY
 from caloforge.workflows.criterion import THREEDGAN, MetricSpec
 from caloforge.workflows.objective import GanObjective, gan_objective, runtime_graph
+from caloforge.workflows.objective_physics import SCAN_EVENTS
 
 if TYPE_CHECKING:  # pragma: no cover
     import openvino as ov
@@ -45,7 +46,7 @@ def prepare_generator_tuning(model: str | os.PathLike[str] | None = None,
                              rewrite: bool = True, calibration_size: int = 200,
                              reference_events: int = 2000, seed: int = 0,
                              criterion: Criterion | Sequence[MetricSpec] | None = None,
-                             scan_events: int = 100,
+                             scan_events: int = SCAN_EVENTS,
                              progress: Callable[[str], None] | None = None) -> GeneratorTuning:
     """The graph to tune and the objective (``model``: ONNX file, ``None``: the shipped model;
     ``reference``: reference showers, ``None``: simulated at the metric's bin energies;
@@ -78,7 +79,7 @@ def tune_generator(output_dir: str | os.PathLike[str], model: str | os.PathLike[
                    criterion: Criterion | Sequence[MetricSpec] | None = None,
                    strategy: str = DEFAULT_STRATEGY,
                    rewrite: bool = True, calibration_size: int = 200,
-                   reference_events: int = 2000, seed: int = 0, scan_events: int = 100,
+                   reference_events: int = 2000, seed: int = 0, scan_events: int = SCAN_EVENTS,
                    options: TuneOptions | None = None, prepared: GeneratorTuning | None = None,
                    **option_values: Any) -> GeneratorTuning:
     """Tune a generator into ``output_dir``: :func:`prepare_generator_tuning` (or ``prepared``)

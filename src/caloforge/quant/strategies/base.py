@@ -149,6 +149,22 @@ class Strategy:
                 config = candidate
         return config
 
+    def other_params(self, config: Config) -> Generator[Request, Outcome, Outcome | None]:
+        """Try ``config``'s precisions under every other candidate parameter set (in order);
+        the outcome of the first that passes, or None. The all-INT8 choice of
+        :meth:`choose_params` ranks the sets by a model that may fail on a layer the search then
+        keeps in float; with that layer in float another set can be the better one.
+
+        Use as ``outcome = yield from self.other_params(config)``."""
+        for params in self.space.param_sets:
+            if dict(params) == dict(config.params):
+                continue
+            candidate = Config(dict(config.precisions), dict(params))
+            outcome = yield Request(candidate, note=f"{config.summary()} with {describe(params)}")
+            if outcome.passed:
+                return outcome
+        return None
+
     def sensitivities(self) -> Generator[Request, Outcome, dict[str, float]]:
         """Probe every layer alone in INT8 (the rest FP32): layer -> output error (higher = worse).
 

@@ -6,6 +6,9 @@
    inputs (a cheap probe, no metric evaluation). While the criterion fails, revert the next most
    sensitive layer (accumulating).
 3. Re-quantize the reverted layers, least sensitive first, keeping each that still passes.
+   If more than one layer is still in float: try all-INT8 with only the most sensitive layer in
+   float under each other parameter set, and continue with the first that passes (the set chosen
+   in step 1 was ranked on the all-INT8 model, which that layer spoils).
 4. Where the CPU has BF16: try each remaining FP32 layer in BF16 (least sensitive first), keeping
    it if it passes (for a configuration with BF16 layers the loop's "pass" includes a parity
    check of the output against the same configuration with those layers in FP32).
@@ -13,7 +16,7 @@
 
 from __future__ import annotations
 
-from caloforge.quant.config import BF16, FP32
+from caloforge.quant.config import BF16, FP32, INT8
 from caloforge.quant.strategies import register
 from caloforge.quant.strategies.base import Request, SearchGenerator, Strategy
 
@@ -36,6 +39,13 @@ class RankedStrategy(Strategy):
             return
         # the last revert made it pass: keep it; win back the others, least sensitive first
         config = yield from self.requantize(config, sorted(reverted[:-1], key=lambda n: errors[n]))
+        if len(config.layers_in(FP32)) > 1 and len(self.space.param_sets) > 1:
+            # only the most sensitive layer in float, under the other parameter sets
+            retry = yield from self.other_params(
+                self.uniform(INT8).with_precision(order[0], FP32))
+            if retry is not None:
+                config = retry.config
+                self.params = dict(config.params)
         if self.space.has_bf16:
             for name in sorted(config.layers_in(FP32), key=lambda n: errors[n]):
                 candidate = config.with_precision(name, BF16)
