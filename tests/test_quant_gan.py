@@ -12,10 +12,13 @@ def test_gan_objective_calibration_and_metric(mc_file):
     import openvino as ov
 
     from caloforge.gan.shipped import default_onnx_path
+    from caloforge.quant import Criterion
     from caloforge.workflows.objective import gan_objective
 
     model = default_onnx_path()
-    obj = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1)
+    one = Criterion(0.01)  # the 3DGAN metric alone: evaluate returns one number
+    obj = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1,
+                        criterion=one)
     assert len(obj.calibration) == 5
     lo, hi = obj.energy_range
     for sample in obj.calibration:
@@ -26,7 +29,8 @@ def test_gan_objective_calibration_and_metric(mc_file):
     assert np.isfinite(first) and first >= 0
     assert obj.evaluate(compiled) == first  # fixed latent noise: the same model, the same metric
     # the same calibration again (seeded)
-    again = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1)
+    again = gan_objective(model, mc_file, calibration_size=5, reference_events=96, seed=1,
+                          criterion=one)
     assert all(np.array_equal(a["z"], b["z"]) for a, b in zip(obj.calibration, again.calibration, strict=True))
 
 

@@ -137,11 +137,12 @@ def stage_tune(ctx: Context) -> tuple[dict[str, Any], str]:
         remove(folder)
     # Tune the graph the runtime runs (its exact rewrites: caloforge.workflows.tune), so that
     # the tuned model is compared with FP32 and full INT8 on the same graph.
+    criterion = Criterion(0.01, relative=True, higher_is_better=False)
     prepared = prepare_generator_tuning(None, ctx.path("mc/reference.h5"),
                                         calibration_size=s.calibration_size,
-                                        reference_events=s.tune_events, seed=s.seed)
+                                        reference_events=s.tune_events, seed=s.seed,
+                                        criterion=criterion)  # the 3DGAN metric alone
     objective, folded = prepared.objective, prepared.folded
-    criterion = Criterion(0.01, relative=True, higher_is_better=False)
     ctx.log(f"      objective: {objective.description}; {s.calibration_size} calibration "
             f"events; strategy {DEFAULT_STRATEGY}; timeout {s.tune_timeout_s:g} s"
             + (f", at most {s.tune_max_trials} trials" if s.tune_max_trials else "")
