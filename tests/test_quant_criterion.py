@@ -179,3 +179,27 @@ def test_cli_criterion_flags_are_one_line_errors(tmp_path, capsys):
     assert main(["quantize", "--output", str(out), "--criterion-file", str(bad)]) == 2
     assert "expected a non-empty list" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_hands_the_criterion_to_the_objective(tmp_path, monkeypatch, capsys):
+    from caloforge.cli import main
+    from caloforge.quant import Criterion
+    from caloforge.workflows import tune
+
+    seen: list[dict] = []
+
+    def fake_objective(model, reference, **kw):
+        seen.append(kw)
+        raise UserError("objective not built in this test")
+
+    monkeypatch.setattr(tune, "gan_objective", fake_objective)
+    out = str(tmp_path / "o")
+    assert main(["quantize", "--output", out, "--criterion", "default", "--criterion",
+                 "width@6GeV:10%", "--scan-events", "50"]) == 2
+    assert seen[-1]["criterion"] == [*DEFAULT_CRITERION, MetricSpec("width@6gev", 0.10)]
+    assert seen[-1]["scan_events"] == 50
+    assert main(["quantize", "--output", out]) == 2  # no flag: the default criterion
+    assert seen[-1]["criterion"] is None
+    assert main(["quantize", "--output", out, "--tolerance", "0.02", "--absolute"]) == 2
+    assert seen[-1]["criterion"] == Criterion(0.02, relative=False)
+    capsys.readouterr()
