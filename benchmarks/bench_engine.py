@@ -3,6 +3,10 @@
     python benchmarks/bench_engine.py [--quick] [--out benchmarks/results] [--profile]
         [--threads 1] [--tuned tuned/model.xml]
 
+The report ends with the to-disk rows: per precision (FP32, INT8), ``caloforge generate``'s
+``generate_to_file`` with default options against the in-memory engine, both as marginal rates
+from two run sizes (start-up cancels), and INT8 to disk / FP32 to disk (issue 12's targets).
+
 Writes ``bench_engine.json``, ``bench_engine.png`` and, with ``--profile``, the OpenVINO
 per-layer times and runtime precisions (``profile.json``) of FP32, BF16 and INT8 (and the tuned
 model) at batch 32 with ``--threads`` threads. ``--tuned``: also time (and profile) a model

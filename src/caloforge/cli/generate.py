@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             raise reworded(exc, {"allow_extrapolation=True": "--allow-extrapolation",
                                  "allow_extrapolation": "--allow-extrapolation"}) from None
     precision = args.precision or model_precision(args.model)
+    if wants_scale(args) and args.threshold is not None:
+        raise UserError("--threshold: a production (--workers/--scheduler/--shard-size) uses "
+                        "the model's own cell threshold; drop --threshold")
     if wants_scale(args):
         from caloforge.scale import ProducerSpec
 
