@@ -42,3 +42,18 @@ def mc_file(tmp_path_factory):
     simulate_to_file(path, 96, energies=np.array(MC_SMALL_ENERGIES), seed=7, chunk_size=32,
                      progress=False)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_int8_cache(tmp_path_factory):
+    """Tests never read or write the user's INT8 cache (~/.cache/caloforge): one temporary cache
+    for the session, so cached models from another version or a user's runs cannot leak in."""
+    import os
+
+    old = os.environ.get("CALOFORGE_CACHE")
+    os.environ["CALOFORGE_CACHE"] = str(tmp_path_factory.mktemp("int8-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CALOFORGE_CACHE", None)
+    else:
+        os.environ["CALOFORGE_CACHE"] = old

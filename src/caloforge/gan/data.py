@@ -25,9 +25,7 @@ import numpy as np
 
 from caloforge.data import open_showers
 from caloforge.errors import UserError
-
-#: Cells below this energy (GeV) are set to zero (3DGAN preprocessing).
-CELL_THRESHOLD_GEV = 1e-6
+from caloforge.facts import CELL_THRESHOLD_GEV  # cells below it are zeroed (3DGAN preprocessing)
 
 
 def preprocess(images_gev: np.ndarray, image_scale: float) -> np.ndarray:

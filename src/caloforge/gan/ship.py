@@ -25,6 +25,7 @@ from caloforge.atomic import write_json
 from caloforge.errors import CaloforgeError, UserError
 from caloforge.gan.checkpoint import load_generator, read_metadata, save_generator
 from caloforge.gan.export import export_onnx
+from caloforge.gan.phase import PhaseGenerator
 from caloforge.gan.shipped import CARD_NAME, DEFAULT_DIR, ONNX_NAME, WEIGHTS_NAME
 
 #: Noise seed used to generate the showers the card's metric is computed on.
@@ -119,12 +120,11 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
 
     card: dict[str, Any] = {
         "status": "trained",
-        "model": "3DGAN energy-only generator (caloforge.gan.model.Generator)",
+        **_architecture_fields(gen),
         "energy_range_gev": [float(e_range[0]), float(e_range[1])],
         "latent_dim": gen.latent_dim,
-        "image_scale": float(gen.image_scale),
-        "inputs": {"z": "(B, 200) standard normal", "energy": "(B,) primary energy, GeV"},
-        "output": "showers (B, 25, 25, 25) visible cell energy, GeV",
+        "inputs": {"z": f"(B, {gen.latent_dim}) standard normal",
+                   "energy": "(B,) primary energy, GeV"},
         "source": {"run_dir": str(run), "file": src.name, "epoch": exported_epoch,
                    "epochs_in_run": len(history)},
         "seed": config.get("seed"),
@@ -162,11 +162,26 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     save_generator(gen, out / WEIGHTS_NAME, {"epoch": exported_epoch, "energy_range_gev": e_range,
+                                             "architecture": card["architecture"],
                                              "config": config})
     export_onnx(gen, out / ONNX_NAME)
     card["onnx_parity_rel_l2"] = _onnx_parity(gen, out / ONNX_NAME)
     write_json(out / CARD_NAME, card)
     return card
+
+
+def _architecture_fields(gen: Any) -> dict[str, Any]:
+    """Card fields that say which architecture the generator is and how its output is made."""
+    if isinstance(gen, PhaseGenerator):
+        return {"model": "phase generator (caloforge.gan.phase.PhaseGenerator: sub-pixel "
+                         "transposed convolutions, log cell energies, per-cell noise inputs)",
+                "architecture": "phase",
+                "cell_threshold_gev": float(gen.cell_threshold_gev),
+                "output": "showers (B, 25, 25, 25) visible cell energy, GeV; cells below "
+                          "cell_threshold_gev are exact zeros"}
+    return {"model": "3DGAN energy-only generator (caloforge.gan.model.Generator)",
+            "architecture": "3dgan", "image_scale": float(gen.image_scale),
+            "output": "showers (B, 25, 25, 25) visible cell energy, GeV"}
 
 
 def _onnx_parity(gen: Any, onnx_path: Path) -> float | None:
