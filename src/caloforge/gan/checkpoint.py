@@ -61,7 +61,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise UserError(f"{path}: corrupt or unreadable safetensors file ({exc})") from None
 
 
-def save_generator(generator: Generator, path: str | os.PathLike[str],
+def save_generator(generator: torch.nn.Module, path: str | os.PathLike[str],
                    metadata: dict[str, Any] | None = None) -> Path:
     """Write the generator's state (weights, BN statistics, image_scale) atomically."""
     meta = {"format": GENERATOR_FORMAT, "latent_dim": str(generator.latent_dim)}

@@ -84,6 +84,9 @@ class PhaseGenerator(nn.Module):
     ``forward_log`` returns the pre-threshold log output ``u`` (B, 25, 25, 25)."""
 
     architecture = "phase"
+    cell_threshold_gev: torch.Tensor
+    prior: torch.Tensor
+    prior_knots: torch.Tensor
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV) -> None:
         super().__init__()
@@ -102,7 +105,7 @@ class PhaseGenerator(nn.Module):
         self.up2 = nn.ConvTranspose3d(16, 1, 4, stride=2, padding=1)  # -> 28^3
         with torch.no_grad():  # start close to the prior
             self.up2.weight.mul_(0.1)
-            self.up2.bias.zero_()
+            self.up2.bias.zero_()  # type: ignore[union-attr]
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
         self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
                                                    * IMAGE_SHAPE[2])))
@@ -145,6 +148,10 @@ class PhaseGenerator(nn.Module):
 class PhaseDiscriminator(nn.Module):
     """``forward(t, x, occ, energy)`` -> real/fake logit (B,). ``t`` transformed image, ``x`` GeV,
     ``occ`` occupancy, all (B, 25, 25, 25); ``energy`` (B,) GeV."""
+
+    weights: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

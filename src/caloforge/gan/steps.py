@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ def make_optimizer(kind: str, params: Any, lr: float, betas: tuple[float, float]
         # Keras RMSprop defaults: rho 0.9, epsilon 1e-7
         return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
     if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+        return torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])))
     raise UserError(f"optimizer {kind!r}: choose rmsprop or adam")
 
 
@@ -87,6 +87,7 @@ class Stepper:
 
     gen: torch.nn.Module
     disc: torch.nn.Module
+    latent_dim: int
 
     def __init__(self, cfg: Any, device: torch.device, noise: torch.Generator,
                  e_range: tuple[float, float]) -> None:
@@ -120,7 +121,7 @@ class Stepper:
             g["lr"] = self.lr_d * f
 
     def latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.gen.latent_dim, generator=self.noise).to(self.device)
+        return torch.randn(n, self.latent_dim, generator=self.noise).to(self.device)
 
     def uniform_energies(self, n: int) -> torch.Tensor:
         return (self.e_lo + (self.e_hi - self.e_lo) * torch.rand(n, generator=self.noise)
@@ -143,8 +144,9 @@ class ReferenceStepper(Stepper):
         gen = Generator(image_scale=cfg.image_scale)
         if cfg.shower_prior and prior is not None:
             gen.set_prior(torch.as_tensor(prior), 1.0)
-        self.gen = gen.to(device)
-        self.disc = Discriminator().to(device)
+        self.gen: Generator = gen.to(device)
+        self.disc: Discriminator = Discriminator().to(device)
+        self.latent_dim = gen.latent_dim
         self.sf_poly = stats["sf_poly"]
         self.aux = (ProfileMatchingLoss(stats, cfg.aux_groups, device=device)
                     if cfg.aux_weight > 0 else None)
@@ -152,7 +154,7 @@ class ReferenceStepper(Stepper):
                     else contextlib.nullcontext())
 
     def forward_scaled(self, gen: torch.nn.Module) -> Callable[..., torch.Tensor]:
-        return gen.forward_scaled  # type: ignore[no-any-return]
+        return cast(Callable[..., torch.Tensor], gen.forward_scaled)
 
     def _labels(self, value: float, n: int) -> torch.Tensor:
         lab = torch.full((n,), value)
@@ -245,15 +247,16 @@ class PhaseStepper(Stepper):
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]))
             disc.feature_mean.copy_(torch.as_tensor(prior["feature_mean"]))
             disc.feature_std.copy_(torch.as_tensor(prior["feature_std"]))
-        self.gen = gen.to(device)
-        self.disc = disc.to(device)
+        self.gen: PhaseGenerator = gen.to(device)
+        self.disc: PhaseDiscriminator = disc.to(device)
+        self.latent_dim = gen.latent_dim
 
     def forward_scaled(self, gen: torch.nn.Module) -> Callable[..., torch.Tensor]:
-        return gen.forward_log  # type: ignore[no-any-return]
+        return cast(Callable[..., torch.Tensor], gen.forward_log)
 
     def step(self, real: torch.Tensor, e_real: torch.Tensor, it: int) -> dict[str, float]:
         cfg, B = self.cfg, len(real)
-        disc: PhaseDiscriminator = self.disc  # type: ignore[assignment]
+        disc = self.disc
         t_r, x_r, o_r = real_inputs(real, self.threshold)
         f_r = disc.features(x_r, o_r, e_real)
         u = self.g_model.forward_log(self.latent(B), e_real) if self.g_model is self.gen \

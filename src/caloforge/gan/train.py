@@ -163,7 +163,7 @@ def _bn_recalibrated(st: Stepper, e_range: tuple[float, float], batches: int, ba
     forward = st.forward_scaled(g)
     with torch.no_grad():
         for _ in range(batches):
-            z = torch.randn(batch, g.latent_dim, generator=gen_rng).to(st.device)
+            z = torch.randn(batch, st.latent_dim, generator=gen_rng).to(st.device)
             e = (lo + (hi - lo) * torch.rand(batch, generator=gen_rng)).to(st.device)
             forward(z, e)
     for m in bns:
@@ -453,7 +453,7 @@ def _save_checkpoint(out: Path, epoch: int, cfg: TrainConfig, st: Stepper, rng_s
         if cuda_state is not None:
             extra[f"rng.cuda.{r}"] = cuda_state
     save_tensors(f"{stem}.state.safetensors", extra)
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state = {
         "format": "caloforge-checkpoint", "epoch": epoch, "config": cfg.to_json(),
         "optimizers": {"G": mg, "D": md},

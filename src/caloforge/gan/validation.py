@@ -66,12 +66,13 @@ class Validator:
                  ) -> tuple[Any, torch.Tensor]:
         """(ShapeSample, features) of showers generated at the file's energies."""
         rng = torch.Generator(device="cpu").manual_seed(self.seed)
+        latent_dim: int = getattr(gen, "latent_dim")  # noqa: B009 (an int attribute, not a tensor)
         px, py, pz, fs = [], [], [], []
         with torch.no_grad():
             for lo in range(0, len(self.energies), chunk):
                 e_np = self.energies[lo:lo + chunk]
                 e = torch.from_numpy(e_np).float()
-                z = torch.randn(len(e), gen.latent_dim, generator=rng)
+                z = torch.randn(len(e), latent_dim, generator=rng)
                 img = gen(z.to(device), e.to(device)).float().cpu().numpy()
                 a, b, c, _, _ = self._profiles(img)
                 px.append(a)
