@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from typing import cast
 
 from caloforge.cli._common import (
     add_energy_arguments,
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            check_energies(energies if energies is not None else list(energy_range),
+            check_energies(energies if energies is not None
+                           else list(cast("tuple[float, float]", energy_range)),
                            trained_range(args.model), args.allow_extrapolation,
                            "--energies" if energies is not None else "--energy-range")
         except UserError as exc:  # the library names its parameter
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = show
+        warnings.showwarning = show  # type: ignore[assignment]
         streams, batch_size = small_run_layout(args.events, args.streams, args.batch_size)
         try:
             gen = compile_model(args.model, precision, backend=args.backend, streams=streams,
