@@ -130,3 +130,21 @@ def test_short_phase_training_improves_the_validation_score(tmp_path) -> None:
     print("validation scores", scores)
     assert len(scores) == 4
     assert scores[-1] < scores[0]
+
+
+def test_ring_features_put_energy_and_hits_in_the_right_rings() -> None:
+    """A 3 GeV cell on the axis and a 1 GeV cell 3 cells across and 4 up (r = 5 cells, a 3-4-5
+    triangle): ring 0 holds 3/4 of the energy, the ring [3.5, 5.5) the rest, one hit each."""
+    from caloforge.gan.features import RING_EDGES, ring_features
+
+    x = torch.zeros(1, 25, 25, 25)
+    x[0, 12, 12, 5] = 3.0
+    x[0, 15, 16, 9] = 1.0
+    f = ring_features(x, (x > 0).float())[0]
+    n = len(RING_EDGES) - 1
+    frac = torch.exp(f[:n]) - 1e-6
+    hits = torch.expm1(f[n:])
+    expected = torch.zeros(n)
+    expected[0], expected[4] = 0.75, 0.25
+    torch.testing.assert_close(frac, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(hits, (expected > 0).float())

@@ -61,6 +61,8 @@ def register(subparsers: Any) -> None:
                    help="phase: weight of the adversarial generator loss (default 1)")
     p.add_argument("--r1-gamma", type=float, default=1.0,
                    help="phase: R1 penalty on real inputs (default 1; 0 = off)")
+    p.add_argument("--ring-weight", type=float, default=1.0,
+                   help="phase: relative weight of the transverse ring-shape loss (default 1)")
     p.add_argument("--grad-clip", type=float, default=10.0,
                    help="phase: generator gradient-norm clip (default 10; 0 = off)")
     p.add_argument("--loss-weights", default="2,0.1,0.1",
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             recipe[name] = getattr(args, name)
     cfg = TrainConfig(
         architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
-        r1_gamma=args.r1_gamma, grad_clip=args.grad_clip,
+        r1_gamma=args.r1_gamma, grad_clip=args.grad_clip, ring_weight=args.ring_weight,
         data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, validation_events=args.validation_events,
         device=device, bf16=args.bf16, resume=args.resume, optimizer=recipe["optimizer"],

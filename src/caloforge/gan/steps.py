@@ -12,8 +12,9 @@ checkpoints, resume, validation) the same way for both.
   R1 penalty ``r1_gamma`` on the real inputs: Mescheder et al., ICML 2018); G step:
   ``adv_weight`` x non-saturating adversarial loss + ``aux_weight`` x the per-energy-group mean/width
   matching of the high-level features (response, longitudinal profile, hits per layer,
-  centroids, widths; :func:`caloforge.gan.features.grouped_moment_loss`), gradient norm clipped
-  at ``grad_clip``.
+  centroids, widths; :func:`caloforge.gan.features.grouped_moment_loss`) + ``aux_weight x
+  ring_weight`` x the same matching of the transverse ring shape
+  (:func:`caloforge.gan.features.ring_features`), gradient norm clipped at ``grad_clip``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
+from caloforge.gan.features import grouped_moment_loss, ring_features
 from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
 from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
 from caloforge.gan.phase import (
@@ -283,11 +285,16 @@ class PhaseStepper(Stepper):
             logs["d_loss"] = float(loss_d.detach())
             logs["d_acc"] = 0.5 * (float((s_r > 0).float().mean()) + float((s_f < 0).float().mean()))
         self.opt_g.zero_grad(set_to_none=True)
-        from caloforge.gan.features import grouped_moment_loss
-
         l_mean, l_width = grouped_moment_loss(f_f, f_r, e_real, disc.feature_std, cfg.aux_groups)
         l_cap = torch.relu(u - U_MAX).square().mean()
         loss = cfg.aux_weight * (l_mean + l_width) + 100.0 * l_cap
+        if cfg.ring_weight > 0:
+            r_f, r_r = ring_features(x_f, o_f), ring_features(x_r, o_r)
+            r_mean, r_width = grouped_moment_loss(r_f, r_r, e_real,
+                                                  r_r.std(dim=0).clamp_min(1e-2).detach(),
+                                                  cfg.aux_groups, torch.ones(r_r.shape[1]))
+            loss = loss + cfg.aux_weight * cfg.ring_weight * (r_mean + r_width)
+            logs["g_ring"] = float((r_mean + r_width).detach())
         logs["g_mean"] = float(l_mean.detach())
         logs["g_width"] = float(l_width.detach())
         if adversarial:

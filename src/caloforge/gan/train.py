@@ -92,6 +92,7 @@ class TrainConfig:
     adv_weight: float = 1.0             # phase: weight of the adversarial generator loss
     r1_gamma: float = 1.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
+    ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
     aux_groups: int = 4
     shower_prior: bool = False          # multiply the output by the data's mean shower x E/100
     gen_steps: int = 2
