@@ -14,6 +14,7 @@ from typing import Any
 from caloforge.demo.settings import DemoSettings
 from caloforge.physics.report import Report, fmt
 from caloforge.physics.validate import HEADLINE
+from caloforge.physics.verdict import verdict as physics_verdict
 from caloforge.runtime.bench import layouts as bench_layouts
 from caloforge.workflows.bench_rows import TUNED, BenchReport, BenchRow
 
@@ -117,8 +118,18 @@ def build_summary(results: dict[str, dict[str, Any]], settings: DemoSettings) ->
     }
 
 
-def _reading_physics(h: dict[str, Any]) -> list[str]:
-    """The metric sentences of :func:`_reading`."""
+def _fp32_verdict(demo: dict[str, Any]) -> dict[str, Any] | None:
+    """The FP32 validation's verdict: every metric against its MC floor (physics.verdict)."""
+    v = (demo.get("stages") or {}).get("validate-fp32") or {}
+    if not v.get("candidate"):
+        return None
+    n = v.get("n_events") or {}
+    sizes = (n["reference"], n["candidate"]) if "reference" in n and "candidate" in n else None
+    return physics_verdict(v["candidate"], v.get("floor"), None, sizes)
+
+
+def _reading_physics(h: dict[str, Any], vd: dict[str, Any] | None = None) -> list[str]:
+    """The metric sentences of :func:`_reading`; ``vd``: :func:`_fp32_verdict`."""
     m = h["metric"]
     parts = []
     status = str(h.get("model_status", ""))
@@ -128,13 +139,17 @@ def _reading_physics(h: dict[str, Any]) -> list[str]:
                      "the validation reports).")
     else:
         if r < 1.5:
-            q = "is compatible with the MC-vs-MC statistical floor: at this sample size the GAN cannot be told from the MC by this metric"
+            q = f"is {r:.2g}x the MC-vs-MC floor: within the noise on this one metric"
         elif r < 5:
-            q = f"is {r:.2g}x the MC-vs-MC floor: close to the MC, but resolved from it"
+            q = f"is {r:.2g}x the MC-vs-MC floor: resolved from the MC on this metric"
         else:
             q = (f"is {_times(r)} the MC-vs-MC floor: the GAN's showers are clearly "
                  "distinguishable from the MC's")
         parts.append(f"The shipped GAN's 3DGAN metric in FP32 ({fmt(m['fp32'])}) {q}.")
+    if vd is not None:
+        parts.append(f"Verdict of the FP32 GAN over every metric against its MC floor "
+                     f"(`caloforge validate`): {vd['line']}.")
+    if r is not None:
         if "PROVISIONAL" in status.upper():
             parts.append(f"This is expected: the shipped model is marked \"{status}\", so the "
                          "physics numbers say nothing about a trained 3DGAN; rerun the demo once "
@@ -212,7 +227,7 @@ def _reading_speed(h: dict[str, Any], demo: dict[str, Any]) -> list[str]:
 
 def _reading(h: dict[str, Any], demo: dict[str, Any]) -> str:
     """One honest paragraph on what the numbers say."""
-    return " ".join(_reading_physics(h) + _reading_speed(h, demo))
+    return " ".join(_reading_physics(h, _fp32_verdict(demo)) + _reading_speed(h, demo))
 
 
 def _intro(rep: Report, demo: dict[str, Any]) -> None:
