@@ -148,3 +148,23 @@ def test_ring_features_put_energy_and_hits_in_the_right_rings() -> None:
     expected[0], expected[4] = 0.75, 0.25
     torch.testing.assert_close(frac, expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(hits, (expected > 0).float())
+
+
+def test_summary_features_match_hand_computed_moments_and_counts() -> None:
+    """Cells of 0.9 GeV at x = 12 and 0.1 GeV at x = 16 (same y = 10), plus a 2e-5 GeV cell:
+    m1_x = 12.4, m2_x = 0.9 * 0.16 + 0.1 * 12.96 = 1.44; hits above 3e-4: 2, above 1e-5: 3."""
+    from caloforge.gan.features import summary_features
+    from caloforge.gan.transform import to_log
+
+    x = torch.zeros(1, 25, 25, 25)
+    x[0, 12, 10, 3] = 0.9
+    x[0, 16, 10, 4] = 0.1
+    x[0, 3, 3, 20] = 2e-5
+    f = summary_features(x, to_log(x))[0]
+    e = 1.00002
+    m1 = (0.9 * 12 + 0.1 * 16 + 2e-5 * 3) / e
+    m2 = (0.9 * (12 - m1) ** 2 + 0.1 * (16 - m1) ** 2 + 2e-5 * (3 - m1) ** 2) / e
+    torch.testing.assert_close(f[0], torch.tensor(m1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(f[1], torch.tensor(m2), rtol=1e-4, atol=1e-4)
+    assert math.expm1(float(f[4])) == pytest.approx(2.0)
+    assert math.expm1(float(f[5])) == pytest.approx(3.0)

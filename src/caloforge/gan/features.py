@@ -18,6 +18,7 @@ generator, :func:`caloforge.gan.transform.occupancy`), so the counts carry a gra
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -88,6 +89,29 @@ def ring_features(x: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
     e_ring = e_xy @ masks.T
     h_ring = h_xy @ masks.T
     return torch.cat([torch.log(e_ring / total + 1e-6), torch.log1p(h_ring)], dim=1)
+
+
+def summary_features(x: torch.Tensor, log_cells: torch.Tensor) -> torch.Tensor:
+    """(B, 6) per-shower summaries of the validation classifier's feature set
+    (``caloforge.physics.observables.event_features``): first and second moments of the x and y
+    profiles (cells), and ``ln(1 + n)`` of the hits above 3e-4 GeV and above 1e-5 GeV.
+
+    ``log_cells`` is the transformed image (``ln(x / 1e-6 GeV)``: data) or the generator's
+    pre-threshold output ``u``; the hit counts use the straight-through occupancy at the
+    level ``ln(threshold / 1e-6 GeV)``, so they carry a gradient for generated showers."""
+    from caloforge.gan.transform import occupancy
+
+    total = x.sum(dim=(1, 2, 3)) + _EPS
+    out = []
+    for axis in ((2, 3), (1, 3)):
+        prof = x.sum(dim=axis)                                        # (B, N)
+        i = torch.arange(prof.shape[1], dtype=x.dtype, device=x.device)
+        m1 = (prof * i).sum(dim=1) / total
+        out += [m1, (prof * (i - m1.unsqueeze(1)) ** 2).sum(dim=1) / total]
+    for level_gev in (3e-4, 1e-5):
+        level = math.log(level_gev / 1e-6)
+        out.append(torch.log1p(occupancy(log_cells - level).sum(dim=(1, 2, 3))))
+    return torch.stack(out, dim=1)
 
 
 def feature_weights(n_layers: int = 25) -> torch.Tensor:

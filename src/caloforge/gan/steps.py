@@ -13,8 +13,9 @@ checkpoints, resume, validation) the same way for both.
   ``adv_weight`` x non-saturating adversarial loss + ``aux_weight`` x the per-energy-group mean/width
   matching of the high-level features (response, longitudinal profile, hits per layer,
   centroids, widths; :func:`caloforge.gan.features.grouped_moment_loss`) + ``aux_weight x
-  ring_weight`` x the same matching of the transverse ring shape
-  (:func:`caloforge.gan.features.ring_features`), gradient norm clipped at ``grad_clip``.
+  ring_weight`` x the same matching of the transverse ring shape and of the classifier's
+  summaries (:func:`caloforge.gan.features.ring_features`, ``summary_features``: transverse
+  moments, hits above 3e-4 and 1e-5 GeV), gradient norm clipped at ``grad_clip``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
-from caloforge.gan.features import grouped_moment_loss, ring_features
+from caloforge.gan.features import grouped_moment_loss, ring_features, summary_features
 from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
 from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
 from caloforge.gan.phase import (
@@ -289,7 +290,8 @@ class PhaseStepper(Stepper):
         l_cap = torch.relu(u - U_MAX).square().mean()
         loss = cfg.aux_weight * (l_mean + l_width) + 100.0 * l_cap
         if cfg.ring_weight > 0:
-            r_f, r_r = ring_features(x_f, o_f), ring_features(x_r, o_r)
+            r_f = torch.cat([ring_features(x_f, o_f), summary_features(x_f, u)], dim=1)
+            r_r = torch.cat([ring_features(x_r, o_r), summary_features(x_r, t_r.detach())], dim=1)
             r_mean, r_width = grouped_moment_loss(r_f, r_r, e_real,
                                                   r_r.std(dim=0).clamp_min(1e-2).detach(),
                                                   cfg.aux_groups, torch.ones(r_r.shape[1]))
