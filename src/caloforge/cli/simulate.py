@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caloforge.cli._flags import reworded
     from caloforge.mc import simulate_to_file
 
     if args.n_events <= 0:
@@ -53,11 +54,13 @@ def run(args: argparse.Namespace) -> int:
         return produce_from_args(args, "mc", n_events=args.n_events, out=args.output, seed=args.seed,
                                  energies=energies, energy_range=energy_range, layout=args.layout,
                                  progress=progress)
-    res = simulate_to_file(
-        args.output, args.n_events, energy_range=energy_range, energies=energies, seed=args.seed,
-        chunk_size=args.chunk_size, progress=progress,
-        layout=args.layout,
-    )
+    try:
+        res = simulate_to_file(
+            args.output, args.n_events, energy_range=energy_range, energies=energies,
+            seed=args.seed, chunk_size=args.chunk_size, progress=progress, layout=args.layout,
+        )
+    except UserError as exc:
+        raise reworded(exc, {"energies": "--energies", "energy_range": "--energy-range"}) from None
     spec = (f"energies {args.energies} GeV (cycled)" if energies is not None
             else f"energies uniform in {energy_range[0]:g}-{energy_range[1]:g} GeV")  # type: ignore[index]
     print(

@@ -293,8 +293,10 @@ class PhaseStepper(Stepper):
             r_f = torch.cat([ring_features(x_f, o_f), summary_features(x_f, u)], dim=1)
             r_r = torch.cat([ring_features(x_r, o_r), summary_features(x_r, t_r.detach())], dim=1)
             r_mean, r_width = grouped_moment_loss(r_f, r_r, e_real,
-                                                  r_r.std(dim=0).clamp_min(1e-2).detach(),
+                                                  r_r.std(dim=0).clamp_min(0.25).detach(),
                                                   cfg.aux_groups, torch.ones(r_r.shape[1]))
+            # units: the batch's spread, at least 0.25 (ln units and cells): an empty outer ring
+            # has no spread in the data, and a 1e-2 floor made its gradient explode early on
             loss = loss + cfg.aux_weight * cfg.ring_weight * (r_mean + r_width)
             logs["g_ring"] = float((r_mean + r_width).detach())
         logs["g_mean"] = float(l_mean.detach())

@@ -13,13 +13,10 @@ wrapped in DistributedDataParallel (gloo on CPU, nccl on CUDA) and the HDF5 stre
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
 import os
-import platform
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +27,10 @@ import torch
 
 from caloforge.atomic import write_json, write_text
 from caloforge.errors import UserError
-from caloforge.gan import resume
-from caloforge.gan.checkpoint import (
-    apply_state,
-    load_tensors,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_generator,
-    save_tensors,
-)
+from caloforge.gan import resume, rundir
+from caloforge.gan.checkpoint import save_generator
 from caloforge.gan.data import ShowerStream, data_statistics, energy_range_of
+from caloforge.gan.rundir import hardware_summary, latest_checkpoint
 from caloforge.gan.steps import (
     ARCHITECTURES,
     PhaseStepper,
@@ -172,33 +163,6 @@ def _bn_recalibrated(st: Stepper, e_range: tuple[float, float], batches: int, ba
     return g.eval()
 
 
-def _ckpt_dir(out: Path) -> Path:
-    return out / "checkpoints"
-
-
-def latest_checkpoint(out: Path) -> tuple[int, dict[str, Any]] | None:
-    """(epoch, state JSON) of the newest complete checkpoint in run directory ``out``."""
-    d = _ckpt_dir(out)
-    if not d.is_dir():
-        return None
-    for js in sorted(d.glob("epoch-*.json"), reverse=True):
-        try:
-            state = json.loads(js.read_text())
-            epoch = int(state["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        stem = js.with_suffix("")
-        if (stem.with_suffix(".safetensors").is_file()
-                and Path(f"{stem}.state.safetensors").is_file()):
-            return epoch, state
-    return None
-
-
-def _rng_tensor(state: torch.Tensor) -> torch.Tensor:
-    return state.clone().to(torch.uint8)
-
-
-# ----------------------------------------------------------------------------- training
 def _check_config(cfg: TrainConfig) -> torch.device:
     """Validate the options that do not need the data; returns this rank's device."""
     resume.check_values(cfg)
@@ -224,9 +188,9 @@ def _open_run(cfg: TrainConfig, out: Path, rank: int, world: int) -> tuple[int, 
         resume.require_run(out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _ckpt_dir(out).mkdir(exist_ok=True)
+        rundir.ckpt_dir(out).mkdir(exist_ok=True)
         (out / "generators").mkdir(exist_ok=True)
-    found = resume.find_checkpoint(out, (lambda m: _log(out, m)) if rank == 0 else None)
+    found = resume.find_checkpoint(out, (lambda m: rundir.log(out, m)) if rank == 0 else None)
     if found is not None and not cfg.resume:
         raise UserError(f"{out}: holds checkpoints up to epoch {found[0]}; pass --resume "
                         "(resume=True) to continue or choose another output directory")
@@ -254,31 +218,6 @@ def _make_stepper(cfg: TrainConfig, device: torch.device, noise: torch.Generator
         prior = stats.pop("prior")
     torch.manual_seed(cfg.seed)
     return ReferenceStepper(cfg, device, noise, e_range, stats, prior), stats
-
-
-def _restore(out: Path, found: tuple[int, dict[str, Any]], st: Stepper, rank: int,
-             device: torch.device) -> dict[str, Any]:
-    """Load weights, optimizer and RNG states of checkpoint ``found``; returns its JSON."""
-    epoch, state = found
-    stem = _ckpt_dir(out) / f"epoch-{epoch:04d}"
-    weights = load_tensors(f"{stem}.safetensors", "checkpoint")
-    apply_state(st.gen, {k[10:]: v for k, v in weights.items() if k.startswith("generator.")},
-                f"{stem}.safetensors", "generator checkpoint")
-    apply_state(st.disc, {k[14:]: v for k, v in weights.items() if k.startswith("discriminator.")},
-                f"{stem}.safetensors", "discriminator checkpoint")
-    extra = load_tensors(f"{stem}.state.safetensors", "checkpoint state")
-    optimizer_from_tensors(st.opt_g, "optG", extra, state["optimizers"]["G"], f"{stem}.state.safetensors")
-    optimizer_from_tensors(st.opt_d, "optD", extra, state["optimizers"]["D"], f"{stem}.state.safetensors")
-    st.noise.set_state(_rng_tensor(extra[f"rng.noise.{rank}"]))
-    torch.set_rng_state(_rng_tensor(extra[f"rng.torch.{rank}"]))
-    if device.type == "cuda" and f"rng.cuda.{rank}" in extra:
-        torch.cuda.set_rng_state(_rng_tensor(extra[f"rng.cuda.{rank}"]), device)
-    random.setstate(_to_tuple(state["rng"]["python"]))
-    np_state = state["rng"]["numpy"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-    if rank == 0:
-        _log(out, f"resumed from epoch {epoch}")
-    return state
 
 
 def _run_epoch(cfg: TrainConfig, st: Stepper, stream: ShowerStream, epoch: int, rank: int,
@@ -311,7 +250,7 @@ def _run_epoch(cfg: TrainConfig, st: Stepper, stream: ShowerStream, epoch: int, 
         if cfg.log_every and rank == 0 and (it + 1) % cfg.log_every == 0:
             run_means = " ".join(f"{k}={sums[k] / counts[k]:.4g}" for k in sums)
             rate = (it + 1) * B * world / (time.perf_counter() - t0)
-            _log(out, f"epoch {epoch} batch {it + 1}/{stream.batches_per_epoch} "
+            rundir.log(out, f"epoch {epoch} batch {it + 1}/{stream.batches_per_epoch} "
                       f"{rate:.3g} samples/s {run_means}")
         if bar is not None:
             bar.update(1)
@@ -365,7 +304,7 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, 1]).generate_state(1)[0]))
     run = _RunState()
     if found is not None and cfg.resume:
-        state = _restore(out, found, st, rank, device)
+        state = rundir.restore(out, found, st, rank, device)
         run.history = state.get("history", [])
         run.best_epoch, run.best_metric = state.get("best_epoch"), state.get("best_metric")
         run.start_epoch = found[0] + 1
@@ -415,75 +354,7 @@ def _end_epoch(cfg: TrainConfig, out: Path, st: Stepper, validator: Validator | 
         run.best_metric, run.best_epoch = float(m), epoch
         save_generator(g_eval, out / "best.safetensors", gmeta)
         write_json(out / "best.json", {"epoch": epoch, "metric": m, "row": row})
-    _save_checkpoint(out, epoch, cfg, st, rng_states, stats, run, world, e_range)
+    rundir.save_checkpoint(out, epoch, cfg, st, rng_states, stats, run, world, e_range)
     write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
-    _log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+    rundir.log(out, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()))
-
-
-def _to_tuple(x: Any) -> Any:
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
-
-
-def _log(out: Path, msg: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    with open(out / "train.log", "a") as fh:
-        fh.write(f"{stamp} {msg}\n")
-
-
-def _save_checkpoint(out: Path, epoch: int, cfg: TrainConfig, st: Stepper, rng_states: list[Any],
-                     stats: dict[str, Any], run: _RunState, world: int,
-                     e_range: tuple[float, float]) -> None:
-    """Write checkpoint ``epoch`` (weights, optimizer + RNG tensors, then the JSON) atomically.
-
-    With several processes, RNG states of every rank are gathered (each rank has its own noise
-    stream); rank 0 writes.
-    """
-    gen, disc, opt_g, opt_d = st.gen, st.disc, st.opt_g, st.opt_d
-    stem = _ckpt_dir(out) / f"epoch-{epoch:04d}"
-    weights = {f"generator.{k}": v for k, v in gen.state_dict().items()}
-    weights.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
-    save_tensors(f"{stem}.safetensors", weights, {"format": "caloforge-checkpoint",
-                                                  "epoch": str(epoch)})
-    tg, mg = optimizer_to_tensors(opt_g, "optG")
-    td, md = optimizer_to_tensors(opt_d, "optD")
-    extra = {**tg, **td}
-    for r, (noise_state, torch_state, cuda_state) in enumerate(rng_states):
-        extra[f"rng.noise.{r}"] = noise_state
-        extra[f"rng.torch.{r}"] = torch_state
-        if cuda_state is not None:
-            extra[f"rng.cuda.{r}"] = cuda_state
-    save_tensors(f"{stem}.state.safetensors", extra)
-    np_state: Any = np.random.get_state()
-    state = {
-        "format": "caloforge-checkpoint", "epoch": epoch, "config": cfg.to_json(),
-        "optimizers": {"G": mg, "D": md},
-        "rng": {"python": random.getstate(),
-                "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
-        "data_statistics": stats, "history": run.history, "best_epoch": run.best_epoch,
-        "best_metric": run.best_metric, "wall_seconds": run.history[-1]["wall_seconds"],
-        "world_size": world, "data_fingerprint": resume.data_fingerprint(cfg.data),
-        "energy_range_gev": list(e_range), "hardware": hardware_summary(),
-    }
-    write_json(f"{stem}.json", state)
-    # drop old checkpoints (generators/ keeps every epoch's generator)
-    olds = sorted(_ckpt_dir(out).glob("epoch-*.json"))[:-max(1, cfg.keep_checkpoints)]
-    for js in olds:
-        s = js.with_suffix("")
-        for p in (js, Path(f"{s}.safetensors"), Path(f"{s}.state.safetensors")):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
-def hardware_summary() -> str:
-    """One line: CPU model and cores, or the CUDA device."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    s = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if torch.cuda.is_available():
-        s += f", CUDA {torch.cuda.get_device_name(0)}"
-    return s

@@ -23,6 +23,7 @@ import numpy as np
 
 from caloforge.detector import Calorimeter, clic_ecal
 from caloforge.errors import UserError
+from caloforge.facts import TRAINED_ENERGY_RANGE_GEV
 from caloforge.mc.gflash import ENERGY_STREAM, _Medium, event_rng, simulate_event
 from caloforge.resources import check_memory
 
@@ -164,14 +165,15 @@ def sample_energies(
         raise UserError(f"number of events must be positive, got {n}")
     seed = _check_seed(seed)
     if energies is not None:
-        values = check_energies(energies, "--energies")
+        values = check_energies(energies, "energies")
         if values.size == 0:
-            raise UserError("--energies: no energy given")
+            raise UserError("energies: no energy given")
         return values[(np.arange(first_event, first_event + n)) % values.size].copy()
-    lo, hi = (2.0, 500.0) if energy_range is None else (float(energy_range[0]), float(energy_range[1]))
-    check_energies([lo, hi], "--energy-range")
+    lo, hi = TRAINED_ENERGY_RANGE_GEV if energy_range is None else (float(energy_range[0]),
+                                                                     float(energy_range[1]))
+    check_energies([lo, hi], "energy_range")
     if not lo < hi:
-        raise UserError(f"--energy-range: LOW ({lo:g}) must be below HIGH ({hi:g}) GeV")
+        raise UserError(f"energy_range: LOW ({lo:g}) must be below HIGH ({hi:g}) GeV")
     out = np.empty(n)
     stop = first_event + n
     b0, b1 = first_event // ENERGY_BLOCK, (stop - 1) // ENERGY_BLOCK if n else -1
@@ -225,7 +227,7 @@ def simulate_to_file(
             else {"energies_GeV_cycled": int(values.size), "min": float(values.min()),
                   "max": float(values.max())})
     else:
-        lo, hi = energy_range if energy_range is not None else (2.0, 500.0)
+        lo, hi = energy_range if energy_range is not None else TRAINED_ENERGY_RANGE_GEV
         spectrum = {"uniform_GeV": [float(lo), float(hi)]}
     attrs = {
         "units": "MeV" if layout == "calochallenge" else "GeV",

@@ -1,15 +1,8 @@
 """Quantization parameters: what NNCF is asked to do, and which sets the tuner tries.
 
-A parameter set is a small JSON-able dict (part of every :class:`~caloforge.quant.config.Config`):
-
-- ``preset``: ``"performance"`` (symmetric INT8 activations) or ``"mixed"`` (asymmetric
-  activations, symmetric weights);
-- ``range``: how an activation's quantization range is estimated from the calibration data:
-  ``"minmax"`` (global minimum and maximum over all calibration samples), ``"mean_minmax"``
-  (the mean over samples of each sample's minimum and maximum: NNCF's own default, which clips
-  the rarest large activations), ``"histogram"`` (the range minimising the quantization error of
-  the activations' histogram);
-- ``bias_correction``: NNCF fast bias correction.
+A parameter set is a small JSON-able dict (part of every :class:`~caloforge.quant.config.Config`)
+with the keys ``preset``, ``range`` and ``bias_correction``, defined in
+:mod:`caloforge.ovgraph.calibrate` (the one calibration recipe).
 
 Why the range matters for showers: the cell energies span many orders of magnitude and the
 largest activations are the shower cores of the highest-energy events. ``mean_minmax`` clips
