@@ -137,8 +137,7 @@ def grouped_moment_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Te
     so the loss is an unbiased, low-noise signal on exactly what validation measures (response and
     resolution per energy, hits, profiles). Returns (mean term, width term).
     """
-    w = (feature_weights(fake.shape[1] and (fake.shape[1] - 4) // 5) if weights is None
-         else weights).to(fake.device)
+    w = (feature_weights((fake.shape[1] - 4) // 5) if weights is None else weights).to(fake.device)
     w = w / w.sum()
     order = torch.argsort(energy)
     f, r = fake[order], real[order]

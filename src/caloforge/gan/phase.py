@@ -41,7 +41,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
-from caloforge.gan.transform import ZERO_LEVEL, generated_gev, generated_log, occupancy
+from caloforge.gan.transform import generated_gev, generated_log, occupancy, to_log
 
 #: Latent inputs: 64 global numbers, then one noise value per cell of the 7^3 and 14^3 grids.
 GLOBAL_LATENT = 64
@@ -187,10 +187,7 @@ def real_inputs(images_gev: torch.Tensor, threshold: float) -> tuple[torch.Tenso
                                                                     torch.Tensor]:
     """(t, x, occ) of data showers in GeV (cells below ``threshold`` are empty)."""
     occ = (images_gev >= threshold).to(images_gev.dtype)
-    x = images_gev * occ
-    safe = torch.where(occ > 0, images_gev, torch.full_like(images_gev, threshold))
-    t = torch.where(occ > 0, torch.log(safe / threshold), torch.full_like(images_gev, ZERO_LEVEL))
-    return t, x, occ
+    return to_log(images_gev, threshold), images_gev * occ, occ
 
 
 def fake_inputs(u: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor,

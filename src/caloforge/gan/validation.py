@@ -22,13 +22,14 @@ import torch
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, grouped_moment_loss, shower_features
+from caloforge.gan.phase import real_inputs
 
 _GROUPS = 10
 
 
 def _features(img: np.ndarray, e: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
-    x = torch.from_numpy(np.where(img >= CELL_THRESHOLD_GEV, img, 0).astype(np.float32))
-    return shower_features(x, (x > 0).float(), torch.from_numpy(e).float(), weights)
+    _, x, occ = real_inputs(torch.from_numpy(np.asarray(img, dtype=np.float32)), CELL_THRESHOLD_GEV)
+    return shower_features(x, occ, torch.from_numpy(e).float(), weights)
 
 
 class Validator:
