@@ -63,6 +63,14 @@ def register(subparsers: Any) -> None:
                    help="phase: R1 penalty on real inputs (default 1; 0 = off)")
     p.add_argument("--ring-weight", type=float, default=1.0,
                    help="phase: relative weight of the transverse ring-shape loss (default 1)")
+    p.add_argument("--layer-library", metavar="H5",
+                   help="phase: MC file whose layer energies the generator samples (default: "
+                        "the training data; best: one simulated at 64 energies equally spaced "
+                        "in ln E, see docs/gan.md)")
+    p.add_argument("--no-layer-library", action="store_true",
+                   help="phase: the network makes the layer energies itself (no library)")
+    p.add_argument("--init-generator", metavar="SAFETENSORS",
+                   help="phase: start a fresh run from these generator weights")
     p.add_argument("--grad-clip", type=float, default=10.0,
                    help="phase: generator gradient-norm clip (default 10; 0 = off)")
     p.add_argument("--loss-weights", default="2,0.1,0.1",
@@ -118,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.gan.train import TrainConfig, train
     from caloforge.iocheck import check_io
 
-    check_io(inputs=[args.data, args.validation],
+    check_io(inputs=[args.data, args.validation, args.layer_library, args.init_generator],
              dirs={args.output: ("checkpoints", "generators", "best.*", "metrics.jsonl",
                                  "train.log")})
 
@@ -130,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
         r1_gamma=args.r1_gamma, grad_clip=args.grad_clip, ring_weight=args.ring_weight,
+        layer_energies=not args.no_layer_library, layer_library=args.layer_library,
+        init_generator=args.init_generator,
         data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, validation_events=args.validation_events,
         device=device, bf16=args.bf16, resume=args.resume, optimizer=recipe["optimizer"],

@@ -40,6 +40,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
+from caloforge.gan.layers import SAMPLER_LATENT, LayerEnergySampler, rescale_layers
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
 from caloforge.gan.transform import generated_gev, generated_log, occupancy, to_log
 
@@ -88,9 +89,13 @@ class PhaseGenerator(nn.Module):
     prior: torch.Tensor
     prior_knots: torch.Tensor
 
-    def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV) -> None:
+    def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
+                 layer_library: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.latent_dim = PHASE_LATENT_DIM
+        #: with a layer-energy library (knots, entries), two more latent numbers draw the
+        #: shower's layer energies (:mod:`caloforge.gan.layers`) and the image is rescaled to them
+        self.layers = None if layer_library is None else LayerEnergySampler(*layer_library)
+        self.latent_dim = PHASE_LATENT_DIM + (0 if self.layers is None else SAMPLER_LATENT)
         self.base = base
         self.dense1 = nn.Linear(GLOBAL_LATENT + 2, 256)
         self.dense2 = nn.Linear(256, base * 7 ** 3)
@@ -127,21 +132,31 @@ class PhaseGenerator(nn.Module):
         hat = torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / step, min=0.0)   # (B, K)
         return (hat @ self.prior).reshape(-1, *IMAGE_SHAPE)
 
-    def forward_log(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+    def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
+                    layer_energies: torch.Tensor | None = None) -> torch.Tensor:
+        """The log output ``u``; rescaled per layer to ``layer_energies`` (B, 25) GeV when given
+        (training: those of the real showers), else to the library's draw when the model has
+        one, else as the network makes it."""
         c = _conditions(energy)
         zg = z[:, :GLOBAL_LATENT]
         n7 = z[:, GLOBAL_LATENT:GLOBAL_LATENT + NOISE_7].reshape(-1, 1, 7, 7, 7)
-        n14 = z[:, GLOBAL_LATENT + NOISE_7:].reshape(-1, 1, 14, 14, 14)
+        n14 = z[:, GLOBAL_LATENT + NOISE_7:PHASE_LATENT_DIM].reshape(-1, 1, 14, 14, 14)
         h = F.leaky_relu(self.dense1(torch.cat([zg, c], dim=1)), _SLOPE)
         h = F.leaky_relu(self.dense2(h), _SLOPE).reshape(-1, self.base, 7, 7, 7)
         h = F.leaky_relu(self.film1(self.conv1(h + self.noise7 * n7), c), _SLOPE)
         h = F.leaky_relu(self.film2(self.up1(h), c), _SLOPE)
         h = F.leaky_relu(self.film3(self.conv2(h + self.noise14 * n14), c), _SLOPE)
-        u = self.up2(h)[:, 0, 1:26, 1:26, 1:26]
-        return u + self.prior_image(c[:, :1])
+        u = self.up2(h)[:, 0, 1:26, 1:26, 1:26] + self.prior_image(c[:, :1])
+        if layer_energies is None and self.layers is not None:
+            layer_energies = self.layers(z[:, PHASE_LATENT_DIM:PHASE_LATENT_DIM + SAMPLER_LATENT],
+                                         energy)
+        if layer_energies is not None:
+            u = rescale_layers(u, layer_energies, float(self.cell_threshold_gev))
+        return u
 
-    def forward(self, z: torch.Tensor, energy: torch.Tensor, log: bool = False) -> torch.Tensor:
-        u = self.forward_log(z, energy)
+    def forward(self, z: torch.Tensor, energy: torch.Tensor, log: bool = False,
+                layer_energies: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.forward_log(z, energy, layer_energies)
         return u if log else generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
 
 

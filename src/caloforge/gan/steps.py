@@ -244,10 +244,22 @@ class PhaseStepper(Stepper):
                  e_range: tuple[float, float], stats: dict[str, Any], prior: Any) -> None:
         super().__init__(cfg, device, noise, e_range)
         self.threshold = CELL_THRESHOLD_GEV
-        gen = PhaseGenerator(cell_threshold_gev=self.threshold)
+        library = stats.get("layer_library")  # (knots, entries) or None
+        gen = PhaseGenerator(cell_threshold_gev=self.threshold,
+                             layer_library=None if library is None else tuple(library))
         disc = PhaseDiscriminator()
         if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
+            if prior.get("init_state") is not None:  # start from another run's generator
+                init = {k: v for k, v in prior["init_state"].items()
+                        if not k.startswith("layers.")}
+                missing, unexpected = gen.load_state_dict(init, strict=False)
+                if unexpected or any(not k.startswith("layers.") for k in missing):
+                    raise UserError("init_generator: not a phase generator of this shape "
+                                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]))
+            if gen.layers is not None:
+                lib = prior["layer_library"]
+                gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
             disc.feature_mean.copy_(torch.as_tensor(prior["feature_mean"]))
             disc.feature_std.copy_(torch.as_tensor(prior["feature_std"]))
         self.gen: PhaseGenerator = gen.to(device)
@@ -262,8 +274,11 @@ class PhaseStepper(Stepper):
         disc = self.disc
         t_r, x_r, o_r = real_inputs(real, self.threshold)
         f_r = disc.features(x_r, o_r, e_real)
-        u = self.g_model.forward_log(self.latent(B), e_real) if self.g_model is self.gen \
-            else self.g_model(self.latent(B), e_real, log=True)
+        # the fake showers get the real ones' layer energies when the model samples them from a
+        # library at generation time (caloforge.gan.layers): the network learns the shape
+        target = x_r.sum(dim=(1, 2)) if self.gen.layers is not None else None
+        u = self.g_model.forward_log(self.latent(B), e_real, target) if self.g_model is self.gen \
+            else self.g_model(self.latent(B), e_real, log=True, layer_energies=target)
         t_f, x_f, o_f = fake_inputs(u, self.threshold)
         f_f = disc.features(x_f, o_f, e_real)
         logs: dict[str, float] = {}

@@ -28,8 +28,9 @@ import torch
 from caloforge.atomic import write_json, write_text
 from caloforge.errors import UserError
 from caloforge.gan import resume, rundir
-from caloforge.gan.checkpoint import save_generator
-from caloforge.gan.data import ShowerStream, data_statistics, energy_range_of
+from caloforge.gan.checkpoint import generator_state_from, load_tensors, save_generator
+from caloforge.gan.data import CELL_THRESHOLD_GEV, ShowerStream, data_statistics, energy_range_of
+from caloforge.gan.layers import build_library
 from caloforge.gan.rundir import hardware_summary, latest_checkpoint
 from caloforge.gan.steps import (
     ARCHITECTURES,
@@ -84,6 +85,9 @@ class TrainConfig:
     r1_gamma: float = 1.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
     ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
+    layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
+    layer_library: str | None = None    # phase: MC file of that library (None: the training data)
+    init_generator: str | None = None   # phase: start from these generator weights (fresh run)
     aux_groups: int = 4
     shower_prior: bool = False          # multiply the output by the data's mean shower x E/100
     gen_steps: int = 2
@@ -209,6 +213,14 @@ def _make_stepper(cfg: TrainConfig, device: torch.device, noise: torch.Generator
         stats: dict[str, Any] = found[1]["data_statistics"] if found else {"architecture": "phase"}
         if found is None:
             prior = phase_statistics(cfg.data, max(1, min(4000, cfg.max_events or 4000)))
+            stats["layer_library"] = None
+            if cfg.layer_energies:
+                lib = build_library(cfg.layer_library or cfg.data, CELL_THRESHOLD_GEV)
+                prior["layer_library"] = lib
+                stats["layer_library"] = list(lib["table"].shape[:2])
+            if cfg.init_generator:
+                prior["init_state"] = generator_state_from(
+                    load_tensors(cfg.init_generator, "generator weights file (safetensors)"))
         torch.manual_seed(cfg.seed)
         return PhaseStepper(cfg, device, noise, e_range, stats, prior), stats
     if found is not None:
