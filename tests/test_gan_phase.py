@@ -178,3 +178,22 @@ def test_summary_features_match_hand_computed_moments_and_counts() -> None:
     torch.testing.assert_close(f[1], torch.tensor(m2), rtol=1e-4, atol=1e-4)
     assert math.expm1(float(f[4])) == pytest.approx(2.0)
     assert math.expm1(float(f[5])) == pytest.approx(3.0)
+
+
+def test_spectrum_features_count_cells_per_log_energy_bin_in_core_and_halo() -> None:
+    from caloforge.gan.features import spectrum_features
+
+    t = torch.full((1, 25, 25, 25), -1.0)
+    occ = torch.zeros_like(t)
+    for (ix, iy, iz), value in (((12, 12, 0), 3.5),    # core (on the axis), bin centre 3.5
+                                ((0, 0, 1), 0.5),      # halo, bin centre 0.5
+                                ((0, 1, 1), 1.0),      # halo, half in bin 0.5, half in 1.5
+                                ((3, 3, 2), 7.0)):     # unoccupied: not counted
+        t[0, ix, iy, iz] = value
+        occ[0, ix, iy, iz] = 0.0 if value == 7.0 else 1.0
+    counts = torch.expm1(spectrum_features(t, occ))[0].reshape(13, 2)   # (bin, core/halo)
+    expected = torch.zeros(13, 2)
+    expected[3, 0] = 1.0
+    expected[0, 1] = 1.5
+    expected[1, 1] = 0.5
+    assert torch.allclose(counts, expected, atol=1e-6)

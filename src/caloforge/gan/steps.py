@@ -31,7 +31,12 @@ import torch.nn.functional as F
 
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
-from caloforge.gan.features import grouped_moment_loss, ring_features, summary_features
+from caloforge.gan.features import (
+    grouped_moment_loss,
+    ring_features,
+    spectrum_features,
+    summary_features,
+)
 from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
 from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
 from caloforge.gan.phase import (
@@ -314,6 +319,13 @@ class PhaseStepper(Stepper):
             # has no spread in the data, and a 1e-2 floor made its gradient explode early on
             loss = loss + cfg.aux_weight * cfg.ring_weight * (r_mean + r_width)
             logs["g_ring"] = float((r_mean + r_width).detach())
+        if cfg.spectrum_weight > 0:
+            s_f, s_r = spectrum_features(t_f, o_f), spectrum_features(t_r.detach(), o_r)
+            s_mean, s_width = grouped_moment_loss(s_f, s_r, e_real,
+                                                  s_r.std(dim=0).clamp_min(0.25).detach(),
+                                                  cfg.aux_groups, torch.ones(s_r.shape[1]))
+            loss = loss + cfg.aux_weight * cfg.spectrum_weight * (s_mean + s_width)
+            logs["g_spectrum"] = float((s_mean + s_width).detach())
         logs["g_mean"] = float(l_mean.detach())
         logs["g_width"] = float(l_width.detach())
         if adversarial:
