@@ -91,12 +91,15 @@ def rescale_layers(u: torch.Tensor, target_gev: torch.Tensor, threshold: float,
     one just-visible cell, keeps empty layers finite), three times (a shift moves cells across the
     threshold; the later passes correct that, to ~0.1% on a trained model). Differentiable in ``u``; the
     per-layer scale of ``u`` itself then carries no gradient (it is normalised away)."""
+    cells = threshold * torch.exp(torch.clamp(u, max=30.0))     # one exp: e^(u+s) = e^u e^s
+    log_target = torch.log(target_gev + threshold)
+    shift = torch.zeros_like(target_gev)
     for _ in range(iterations):
-        x = torch.where(u > 0, threshold * torch.exp(torch.clamp(u, max=30.0)),
-                        torch.zeros_like(u))
-        shift = torch.log(target_gev + threshold) - torch.log(x.sum(dim=(1, 2)) + threshold)
-        u = u + torch.clamp(shift, -8.0, 8.0)[:, None, None, :]
-    return u
+        s = shift[:, None, None, :]
+        layer = torch.where(u + s > 0, cells, torch.zeros_like(cells)).sum(dim=(1, 2))
+        shift = shift + torch.clamp(log_target - torch.log(layer * torch.exp(shift) + threshold),
+                                    -8.0, 8.0)
+    return u + shift[:, None, None, :]
 
 
 def build_library(path: str | os.PathLike[str], threshold: float, knots: int = LIBRARY_KNOTS,
