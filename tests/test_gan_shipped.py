@@ -18,7 +18,12 @@ PROVISIONAL = "PROVISIONAL" in str(CARD.get("status", ""))
 def test_card_has_the_fields_the_runtime_reads() -> None:
     lo, hi = CARD["energy_range_gev"]
     assert 0 < lo < hi
-    assert CARD["latent_dim"] == 200
+    # the card's latent size and architecture are those of the shipped weights (3DGAN or phase)
+    gen = load_generator(default_weights_path())
+    assert CARD["latent_dim"] == gen.latent_dim
+    assert CARD.get("architecture", "3dgan") == getattr(gen, "architecture", "3dgan")
+    if CARD.get("architecture") == "phase":
+        assert CARD["cell_threshold_gev"] == pytest.approx(float(gen.cell_threshold_gev))
     assert default_onnx_path().is_file()
 
 
@@ -31,7 +36,7 @@ def test_shipped_generator_is_physical_and_follows_the_energy() -> None:
     totals = []
     with torch.no_grad():
         for e in energies:
-            out = gen(torch.randn(32, 200, generator=rng), torch.full((32,), e))
+            out = gen(torch.randn(32, gen.latent_dim, generator=rng), torch.full((32,), e))
             assert torch.isfinite(out).all()
             assert (out >= 0).all()
             totals.append(float(out.sum(dim=(1, 2, 3)).mean()))
@@ -46,7 +51,7 @@ def test_shipped_generator_is_physical_and_follows_the_energy() -> None:
 def test_shipped_onnx_matches_the_weights() -> None:
     ort = pytest.importorskip("onnxruntime")
     gen = load_generator(default_weights_path())
-    z = torch.randn(3, 200, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(3, gen.latent_dim, generator=torch.Generator().manual_seed(1))
     e = torch.tensor([20.0, 150.0, 450.0])
     with torch.no_grad():
         ref = gen(z, e).numpy()

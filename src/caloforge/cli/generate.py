@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caloforge.cli._flags import reworded
     from caloforge.errors import UserError
-    from caloforge.gan.shipped import DEFAULT_DIR, ONNX_NAME, WEIGHTS_NAME
+    from caloforge.gan.shipped import ONNX_NAME, WEIGHTS_NAME, default_dir
     from caloforge.iocheck import check_io
     from caloforge.runtime.generate import (
         DEFAULT_COMPRESSION,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from caloforge.runtime.modelfile import model_precision
 
     # never write over the model (a tuned model.xml brings its model.bin)
-    models = [args.model] if args.model else [DEFAULT_DIR / ONNX_NAME, DEFAULT_DIR / WEIGHTS_NAME]
+    models = [args.model] if args.model else [default_dir() / ONNX_NAME, default_dir() / WEIGHTS_NAME]
     if wants_scale(args):
         check_io(inputs=models, dirs={args.output: ("manifest.json", "shards")})
     else:

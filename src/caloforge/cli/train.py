@@ -108,6 +108,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test-data", help="with --export-default: independent MC file for the card")
     p.add_argument("--floor-data", help="with --export-default: second MC file for the MC-vs-MC floor")
     p.add_argument("--reproduce", help="with --export-default: the command line to record in the card")
+    p.add_argument("--install-dir", metavar="DIR",
+                   help="with --export-default: install there instead of the package default "
+                        "(then CALOFORGE_DEFAULT_MODEL_DIR=DIR makes it the default to try)")
+    p.add_argument("--validation-output", metavar="DIR",
+                   help="with --export-default: keep the card's validation report and plots there")
     p.set_defaults(func=run)
 
 
@@ -115,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.export_default:
-        from caloforge.gan.ship import export_default
+        from caloforge.gan.ship import export_default, summary_lines
 
         card = export_default(args.export_default, epoch=args.epoch, test_data=args.test_data,
-                              floor_data=args.floor_data, reproduce=args.reproduce)
-        print(json.dumps({k: card[k] for k in ("source", "metric") if k in card}, indent=2, default=str))
+                              floor_data=args.floor_data, reproduce=args.reproduce,
+                              dest=args.install_dir, validation_dir=args.validation_output)
+        print("\n".join(summary_lines(card)))
         return 0
     if not args.data or not args.output:
         raise UserError("--data and --output are required (or --export-default RUN_DIR)")

@@ -1,13 +1,19 @@
 """Install a trained generator as the package default (``caloforge/gan/default/``).
 
-    caloforge train --export-default RUN_DIR [...]     (the command line)
-    export_default(run_dir, epoch=None, test_data=..., floor_data=...)   (the library)
+    caloforge train --export-default RUN_DIR [--epoch K] --test-data T.h5 --floor-data F.h5
+    export_default(run_dir, epoch=None, test_data=..., floor_data=..., dest=None)  (the library)
 
-Writes ``generator.safetensors``, ``generator.onnx`` (via :func:`caloforge.gan.export.export_onnx`)
-and ``model_card.json``, each atomically, the card last. The card records the training data
-(size, energy range, MC seed), training seed and configuration, epochs, wall time, hardware, the
-3DGAN metric of the generator against an independent MC sample (``--test-data``) and the
-MC-vs-MC floor (``--test-data`` against ``--floor-data``), and the command to reproduce it.
+Works for both architectures (``3dgan``, ``phase``; the weights say which). Writes
+``generator.safetensors``, ``generator.onnx`` (via :func:`caloforge.gan.export.export_onnx`) and
+``model_card.json``, each atomically, the card last, into ``dest`` (default:
+:func:`caloforge.gan.shipped.default_dir`: the package's ``default/``, or
+``$CALOFORGE_DEFAULT_MODEL_DIR`` to install a candidate elsewhere and try the whole chain on
+it). The card records the architecture, latent size, cell threshold, the layer-energy library
+(size and source) of a phase model, the training data (size, energy range, MC seed, distinct
+events), training seed and configuration, epochs, showers seen, wall time, device and hardware,
+``caloforge validate``'s verdict against an independent MC sample (``--test-data``) with the
+MC-vs-MC floor (``--floor-data``; :mod:`caloforge.gan.card_validation`), and the command to
+reproduce it.
 """
 
 from __future__ import annotations
@@ -23,13 +29,11 @@ import numpy as np
 
 from caloforge.atomic import write_json
 from caloforge.errors import CaloforgeError, UserError
+from caloforge.gan.card_validation import CARD_NOISE_SEED
 from caloforge.gan.checkpoint import load_generator, read_metadata, save_generator
 from caloforge.gan.export import export_onnx
-from caloforge.gan.phase import PhaseGenerator
-from caloforge.gan.shipped import CARD_NAME, DEFAULT_DIR, ONNX_NAME, WEIGHTS_NAME
-
-#: Noise seed used to generate the showers the card's metric is computed on.
-CARD_NOISE_SEED = 20261127
+from caloforge.gan.phase import PHASE_LATENT_DIM, PhaseGenerator
+from caloforge.gan.shipped import CARD_NAME, ONNX_NAME, WEIGHTS_NAME, default_dir
 
 
 def _mc_seed(path: str) -> Any:
@@ -91,11 +95,68 @@ def evaluate(generator_path: str | os.PathLike[str], test_data: str,
             "bins": [{k: r.get(k) for k in ("bin", "n_ref", "P", "Q", "skipped")} for r in b["bins"]]}
 
 
+def _resolve(path: str | None, run: Path) -> str | None:
+    """A path recorded in a run's config (relative to where training ran): as it is when it
+    exists, else relative to the run directory's parent (``caloforge train --output RUN``)."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return str(p)
+    alt = run.resolve().parent / p
+    return str(alt) if alt.exists() else str(p)
+
+
+def _history(run: Path) -> list[dict[str, Any]]:
+    """The run's metrics rows, one per epoch (the last row of an epoch written twice)."""
+    mfile = run / "metrics.jsonl"
+    if not mfile.is_file():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    for line in mfile.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[int(row.get("epoch", 0))] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def _showers_seen(history: list[dict[str, Any]], epoch: int) -> int | None:
+    """Real showers the generator of ``epoch`` was trained on: per epoch, samples/s x training
+    seconds (= batches x batch x processes, as the trainer computes the rate)."""
+    rows = [h for h in history if int(h.get("epoch", 0)) <= epoch]
+    if not rows or any("samples_per_s" not in h or "train_seconds" not in h for h in rows):
+        return None
+    return int(sum(round(float(h["samples_per_s"]) * float(h["train_seconds"])) for h in rows))
+
+
+def _library_fields(gen: Any, config: dict[str, Any], data: str | None, run: Path
+                    ) -> dict[str, Any] | None:
+    """The layer-energy library of a phase generator: size and where it came from."""
+    layers = getattr(gen, "layers", None)
+    if layers is None:
+        return None
+    k, m, _ = (int(v) for v in layers.table.shape)
+    counts = layers.counts.detach().cpu().numpy()
+    own = config.get("layer_library")
+    return {"knots": k, "entries": m, "events": int(counts.sum()),
+            "energy_range_gev": [float(np.exp(float(layers.knots[0]))),
+                                 float(np.exp(float(layers.knots[-1])))],
+            "source": _resolve(own, run) if own else data,
+            "source_kind": "--layer-library file" if own else "the training data",
+            "latent_numbers": int(gen.latent_dim) - PHASE_LATENT_DIM}
+
+
 def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    test_data: str | None = None, floor_data: str | None = None,
-                   reproduce: str | None = None, dest: str | os.PathLike[str] = DEFAULT_DIR,
-                   max_events: int | None = None, note: str | None = None) -> dict[str, Any]:
-    """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest``; returns the card."""
+                   reproduce: str | None = None, dest: str | os.PathLike[str] | None = None,
+                   max_events: int | None = None, note: str | None = None,
+                   validation_dir: str | os.PathLike[str] | None = None,
+                   classifier: bool = True) -> dict[str, Any]:
+    """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
+    :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
+    ``CALOFORGE_DEFAULT_MODEL_DIR`` says otherwise); returns the card. With ``test_data`` the
+    card gets ``caloforge validate``'s verdict against it (floor: ``floor_data``, else simulated
+    at its energies); ``validation_dir`` keeps that validation's report and plots."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -103,20 +164,21 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     if not src.is_file():
         raise UserError(f"{src}: no such generator file in the run"
                         + ("" if epoch is None else " (was that epoch trained?)"))
+    for what, path in (("test_data", test_data), ("floor_data", floor_data)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{path}: no such file ({what})")
     gen = load_generator(src)
     meta = read_metadata(src)
     config = json.loads(meta.get("config", "{}"))
     exported_epoch = int(json.loads(meta.get("epoch", "0")))
     e_range = json.loads(meta.get("energy_range_gev", "[2.0, 500.0]"))
-    history: list[dict[str, Any]] = []
-    mfile = run / "metrics.jsonl"
-    if mfile.is_file():
-        history = [json.loads(line) for line in mfile.read_text().splitlines() if line.strip()]
+    history = _history(run)
     row = next((h for h in history if h.get("epoch") == exported_epoch), {})
     hardware = None
     ck = sorted((run / "checkpoints").glob("epoch-*.json"))
     if ck:
         hardware = json.loads(ck[-1].read_text()).get("hardware")
+    data = _resolve(config.get("data"), run)
 
     card: dict[str, Any] = {
         "status": "trained",
@@ -132,51 +194,102 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                      "epochs": exported_epoch,
                      "wall_seconds_to_this_epoch": row.get("wall_seconds"),
                      "samples_per_s": row.get("samples_per_s"),
+                     "showers_seen": _showers_seen(history, exported_epoch),
+                     "device": config.get("device"),
                      "hardware": hardware,
-                     "validation_metric_at_epoch": row.get("val_metric")},
+                     "validation_metric_at_epoch": row.get("val_metric"),
+                     "validation_score_at_epoch": row.get("val_score")},
     }
-    nominal = _nominal_range(config.get("data"))
+    library = _library_fields(gen, config, data, run)
+    if library is not None:
+        card["layer_library"] = library
+    nominal = _nominal_range(data)
     if nominal is not None and nominal[0] <= e_range[0] and e_range[1] <= nominal[1]:
         e_range = nominal  # the data set's nominal spectrum (e.g. uniform 2-500), not its extremes
         card["energy_range_gev"] = [float(e_range[0]), float(e_range[1])]
-    if config.get("data"):
+    if data:
         try:
-            seed, n, generator = _mc_seed(config["data"])
+            seed, n, generator = _mc_seed(data)
             used = n if config.get("max_events") is None else min(n, int(config["max_events"]))
             card["data_set"] = {"path": config["data"], "events_in_file": n, "events_used": used,
                                 "energy_range_gev": [float(e_range[0]), float(e_range[1])],
                                 "mc_seed": seed, "generator": generator}
+            card["training"]["distinct_events"] = used
         except CaloforgeError:
             card["data_set"] = {"path": config["data"], "note": "file not available at export"}
     if test_data:
-        card["metric"] = evaluate(src, test_data, max_events)
+        from caloforge.gan.card_validation import validate_generator
+
+        v = validate_generator(gen, test_data, floor_data, max_events, validation_dir,
+                               classifier=classifier, plots=validation_dir is not None)
         with contextlib.suppress(CaloforgeError):
-            card["metric"]["mc_seed"] = _mc_seed(test_data)[0]
-    if test_data and floor_data:
-        card["mc_floor"] = mc_floor(test_data, floor_data, max_events)
-        card["mc_floor"]["mc_seeds"] = [_mc_seed(test_data)[0], _mc_seed(floor_data)[0]]
+            v["mc_seeds"] = [_mc_seed(test_data)[0]] + ([_mc_seed(floor_data)[0]]
+                                                        if floor_data else [])
+        card["validation"] = v
+        card["metric"] = {**v["shape_metric"], "reference": str(test_data),
+                          "n_events": v["n_events"].get("candidate"),
+                          "noise_seed": v["noise_seed"],
+                          "cell_threshold_gev": v["cell_threshold_gev"]}
+        if v.get("floor_shape_metric"):
+            card["mc_floor"] = {**v["floor_shape_metric"], "reference": str(test_data),
+                                "other": v["floor"], "n_other": v["n_events"].get("floor")}
     if reproduce:
         card["reproduce"] = reproduce
     if note:
         card["note"] = note
-    out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
-    save_generator(gen, out / WEIGHTS_NAME, {"epoch": exported_epoch, "energy_range_gev": e_range,
-                                             "architecture": card["architecture"],
-                                             "config": config})
-    export_onnx(gen, out / ONNX_NAME)
-    card["onnx_parity_rel_l2"] = _onnx_parity(gen, out / ONNX_NAME)
-    write_json(out / CARD_NAME, card)
+    _install(gen, card, {"epoch": exported_epoch, "energy_range_gev": e_range,
+                         "architecture": card["architecture"], "config": config},
+             Path(dest) if dest is not None else default_dir())
     return card
+
+
+def _install(gen: Any, card: dict[str, Any], metadata: dict[str, Any], out: Path) -> None:
+    """Write the three files into a staging folder inside ``out``, then move them into place,
+    the card last: a failed export (e.g. of the ONNX graph) leaves the installed model as it
+    was, and the weights, graph and card are replaced within milliseconds of each other."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory (the model directory)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the model directory ({exc.strerror})") from None
+    stage = out / f".export-{os.getpid()}"
+    stage.mkdir(exist_ok=True)
+    try:
+        save_generator(gen, stage / WEIGHTS_NAME, metadata)
+        export_onnx(gen, stage / ONNX_NAME)
+        card["onnx_parity_rel_l2"] = _onnx_parity(gen, stage / ONNX_NAME)
+        write_json(stage / CARD_NAME, card)
+        for name in (WEIGHTS_NAME, ONNX_NAME, CARD_NAME):
+            os.replace(stage / name, out / name)
+    finally:
+        for leftover in stage.glob("*"):
+            leftover.unlink()
+        stage.rmdir()
+
+
+def summary_lines(card: dict[str, Any]) -> list[str]:
+    """What ``caloforge train --export-default`` prints: the model, its source and the verdict."""
+    src = card.get("source", {})
+    lines = [f"installed {card.get('architecture')} generator (latent {card.get('latent_dim')}) "
+             f"from {src.get('run_dir')}/{src.get('file')} (epoch {src.get('epoch')})"]
+    v = card.get("validation")
+    if v:
+        lines.append(f"verdict vs {v['reference']} ({v['n_events'].get('candidate')} events): "
+                     f"{v['verdict']}")
+    return lines
 
 
 def _architecture_fields(gen: Any) -> dict[str, Any]:
     """Card fields that say which architecture the generator is and how its output is made."""
     if isinstance(gen, PhaseGenerator):
+        lib = ("; layer energies drawn from an MC layer-energy library (caloforge.gan.layers)"
+               if getattr(gen, "layers", None) is not None else "")
         return {"model": "phase generator (caloforge.gan.phase.PhaseGenerator: sub-pixel "
-                         "transposed convolutions, log cell energies, per-cell noise inputs)",
+                         "transposed convolutions, log cell energies, per-cell noise inputs"
+                         + lib + ")",
                 "architecture": "phase",
-                "cell_threshold_gev": float(gen.cell_threshold_gev),
+                "cell_threshold_gev": float(f"{float(gen.cell_threshold_gev):.7g}"),  # float32
                 "output": "showers (B, 25, 25, 25) visible cell energy, GeV; cells below "
                           "cell_threshold_gev are exact zeros"}
     return {"model": "3DGAN energy-only generator (caloforge.gan.model.Generator)",

@@ -1,27 +1,55 @@
 """The default generator shipped inside the package (``caloforge/gan/default/``).
 
 Files: ``generator.safetensors`` (weights), ``generator.onnx`` (its export) and
-``model_card.json`` (training data, seed, epochs, wall time, hardware, metric values).
+``model_card.json`` (architecture, latent size, cell threshold, training data, seed, epochs,
+wall time, hardware, the validation verdict). Everything that says "the shipped model"
+(``caloforge generate`` / ``bench`` / ``quantize`` / ``demo`` without ``--model``) reads these
+three files through :func:`default_dir`, and what it says about the model (architecture, latent
+size, threshold, energy range) through the card, never from constants.
+
+The directory is the package's ``default/`` unless the environment variable
+``CALOFORGE_DEFAULT_MODEL_DIR`` names another one (a candidate installed with ``caloforge train
+--export-default RUN --install-dir DIR``, to try the whole chain on it before shipping it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from caloforge.errors import UserError
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+#: The package's own default model directory.
+PACKAGE_DIR = Path(__file__).resolve().parent / "default"
+#: The directory :func:`default_dir` returns when the environment does not override it (tests
+#: may monkeypatch this).
+DEFAULT_DIR = PACKAGE_DIR
+#: Environment variable naming another default model directory.
+DIR_ENV = "CALOFORGE_DEFAULT_MODEL_DIR"
 WEIGHTS_NAME = "generator.safetensors"
 ONNX_NAME = "generator.onnx"
 CARD_NAME = "model_card.json"
 
 
+def default_dir() -> Path:
+    """The directory of the default model: ``$CALOFORGE_DEFAULT_MODEL_DIR`` when set, else
+    :data:`DEFAULT_DIR` (the package's ``default/``)."""
+    env = os.environ.get(DIR_ENV)
+    return Path(env) if env else DEFAULT_DIR
+
+
 def _require(name: str) -> Path:
-    path = DEFAULT_DIR / name
+    d = default_dir()
+    path = d / name
     if not path.is_file():
-        raise UserError(f"{path}: the shipped default model is missing from this installation")
+        if os.environ.get(DIR_ENV):
+            raise UserError(f"{path}: no such default model file ({DIR_ENV} names {d} as the "
+                            "default model directory)")
+        if d == PACKAGE_DIR:
+            raise UserError(f"{path}: the shipped default model is missing from this installation")
+        raise UserError(f"{path}: no such default model file")
     return path
 
 
@@ -37,4 +65,34 @@ def default_weights_path() -> Path:
 
 def default_model_card() -> dict[str, Any]:
     """The shipped model's card (includes ``energy_range_gev`` the model was trained on)."""
-    return json.loads(_require(CARD_NAME).read_text())
+    path = _require(CARD_NAME)
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: the model card is not a JSON object")
+    return card
+
+
+def default_architecture(card: dict[str, Any] | None = None) -> str:
+    """The shipped model's architecture (``3dgan`` or ``phase``) from its card; cards written
+    before the field existed are 3DGAN cards."""
+    c = default_model_card() if card is None else card
+    return str(c.get("architecture") or "3dgan")
+
+
+def describe(card: dict[str, Any] | None = None) -> str:
+    """Short human name of the shipped model for reports, from its card: e.g. ``3DGAN
+    (reference architecture, latent 200)`` or ``phase generator (latent 3153, layer-energy
+    library 64 x 256)``."""
+    c = default_model_card() if card is None else card
+    arch = default_architecture(c)
+    latent = c.get("latent_dim")
+    bits = [f"latent {latent}"] if latent is not None else []
+    if arch == "3dgan":
+        return "3DGAN (reference architecture" + "".join(f", {b}" for b in bits) + ")"
+    lib = c.get("layer_library")
+    if isinstance(lib, dict) and lib.get("knots"):
+        bits.append(f"layer-energy library {lib['knots']} x {lib.get('entries')}")
+    return f"{arch} generator" + (f" ({', '.join(bits)})" if bits else "")

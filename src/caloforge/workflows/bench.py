@@ -212,6 +212,15 @@ def _int8_models(loaded: LoadedModel, int8_model: ModelSource, o: BenchOptions,
     return rewritten, plain
 
 
+def _torch_module(weights: str | os.PathLike[str] | None) -> Any:
+    """The PyTorch generator of ``weights`` (``None``: the shipped model's), of whichever
+    architecture the file holds (:func:`caloforge.gan.checkpoint.load_generator`)."""
+    from caloforge.gan.checkpoint import load_generator as load_torch
+    from caloforge.gan.shipped import default_weights_path
+
+    return load_torch(default_weights_path() if weights is None else weights)
+
+
 def _compile_all(cfgs: list[BenchConfig], loaded: LoadedModel,
                  int8: tuple[ModelSource, ModelSource], tuned: ModelSource,
                  weights: str | os.PathLike[str] | None) -> dict[str, CompiledGenerator]:
@@ -219,11 +228,12 @@ def _compile_all(cfgs: list[BenchConfig], loaded: LoadedModel,
 
     ovb = get_backend("openvino")
     tuned_loaded = None if tuned is None else load_generator(tuned)
+    module = _torch_module(weights) if any(c.runtime == "torch" for c in cfgs) else None
     gens: dict[str, CompiledGenerator] = {}
     for c in cfgs:
         ec = ExecConfig(c.streams, c.threads, c.batch)
         if c.runtime == "torch":
-            gens[c.key] = get_backend("torch").compile(weights, "fp32", ec)
+            gens[c.key] = get_backend("torch").compile(module, "fp32", ec)
         elif c.precision == TUNED and tuned_loaded is not None:
             prec = "int8" if is_quantized(tuned_loaded.model) else "fp32"
             gens[c.key] = ovb.compile(tuned_loaded, prec, ec, bf16_check=False)
@@ -265,7 +275,8 @@ def run_bench(quick: bool = False, *, model: ModelSource = None,
     o = dataclasses.replace(options or BenchOptions(quick=quick), **option_values).resolved()
     loaded = load_generator(model)
     labels = o.precisions + ((TUNED,) if tuned is not None else ())
-    # PyTorch eager runs the shipped 3DGAN weights: for another model only with its weights
+    # PyTorch eager runs the shipped weights (either architecture): for another model only
+    # with its weights
     cfgs = _configs(o, labels, torch=weights is not None or bool(loaded.extra.get("shipped")))
     gens = _compile_all(cfgs, loaded, _int8_models(loaded, int8_model, o, say), tuned, weights)
     say(f"{len(cfgs)} configurations, {o.rounds} rounds of ~{o.sample_seconds:.2f} s each")

@@ -1,9 +1,10 @@
-"""The objective for tuning the 3DGAN generator: calibration inputs and the physics metric.
+"""The objective for tuning a generator (3DGAN or ``phase``): calibration inputs and the physics metric.
 
 The adapter between the generic tuner (:mod:`caloforge.quant`, which never imports ``gan``,
 ``runtime``, ``physics`` or ``mc``) and the rest of caloforge.
 
-- Calibration: ``calibration_size`` single-event inputs, latent noise N(0,1)^200 x primary
+- Calibration: ``calibration_size`` single-event inputs, latent noise N(0,1)^L (L the model's
+  latent size, read from its graph: 200 for the 3DGAN, 3151/3153 for ``phase``) x primary
   energies uniform over the model's trained range (:func:`caloforge.runtime.calibration_inputs`,
   the runtime's full-INT8 calibration set too).
 - Evaluation: showers generated at the reference sample's energies, with fixed latent noise (the
@@ -29,7 +30,7 @@ import numpy as np
 
 from caloforge.data.manifest import sha256_file
 from caloforge.errors import UserError
-from caloforge.facts import IMAGE_SHAPE, LATENT_DIM
+from caloforge.facts import IMAGE_SHAPE
 from caloforge.physics.shape_metric import DEFAULT_BINS
 from caloforge.quant import Criterion, Metric
 from caloforge.runtime.quantize import calibration_inputs
@@ -110,7 +111,8 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
                   graph: ov.Model | str | os.PathLike[str] | None = None,
                   scan_energies: Sequence[float] = SCAN_ENERGIES_GEV,
                   scan_events: int = SCAN_EVENTS) -> GanObjective:
-    """Calibration set and evaluation function for a 3DGAN generator (ONNX inputs ``z``, ``energy``).
+    """Calibration set and evaluation function for a generator (ONNX inputs ``z`` (B, L) and
+    ``energy``; any latent size L, read from the graph).
 
     ``reference_events`` caps the reference sample used (from the file) or sets its size (when
     simulated: 2000 events take a while; the CLI default simulates fewer).
@@ -127,12 +129,13 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
 
     path = Path(model_path) if model_path is not None else None
     rng_e = energy_range or trained_energy_range(path)
-    calibration = calibration_inputs(calibration_size, rng_e, seed)
+    latent = _latent_dim(path, graph)
+    calibration = calibration_inputs(calibration_size, rng_e, seed, latent_dim=latent)
     specs = None if isinstance(criterion, Criterion) else list(criterion or DEFAULT_CRITERION)
     shape: Callable[[ov.CompiledModel], float] | None = None
     n_ref, source = 0, ""
     if specs is None or needs(specs, THREEDGAN):
-        shape, n_ref, source = _shape_metric(reference, reference_events, seed, batch)
+        shape, n_ref, source = _shape_metric(reference, reference_events, seed, batch, latent)
     if specs is None:
         assert shape is not None and isinstance(criterion, Criterion)
         return GanObjective(calibration, shape, n_ref, rng_e, f"3DGAN shape metric vs {source}",
@@ -145,7 +148,7 @@ def gan_objective(model_path: str | os.PathLike[str] | None = None,
         fp32 = compile_model(graph if graph is not None else runtime_graph(_onnx(path))[0],
                              hint="f32")
         panel = physics_panel(fp32, clic_ecal().layer_sampling_fraction, tuple(scan_energies),
-                              scan_events, seed, batch)
+                              scan_events, seed, batch, latent)
     metrics = resolve(specs, panel.centres if panel else [], panel.fpd_floor if panel else None)
 
     def evaluate(compiled: ov.CompiledModel) -> dict[str, float]:
@@ -171,8 +174,20 @@ def _onnx(path: Path | None) -> Path:
     return Path(default_onnx_path())
 
 
+def _latent_dim(path: Path | None, graph: ov.Model | str | os.PathLike[str] | None) -> int:
+    """The latent size of the generator to tune: from ``graph`` (an ``openvino.Model`` or a
+    file) when given, else from the model file (``None``: the shipped model)."""
+    from caloforge.runtime.modelfile import check_interface
+    from caloforge.runtime.openvino_backend import load_generator
+
+    if graph is not None and not isinstance(graph, str | os.PathLike):
+        return check_interface(graph, "the graph to tune")
+    return load_generator(Path(graph) if graph is not None else _onnx(path)).latent_dim
+
+
 def _shape_metric(reference: str | os.PathLike[str] | None, reference_events: int, seed: int,
-                  batch: int) -> tuple[Callable[[ov.CompiledModel], float], int, str]:
+                  batch: int, latent_dim: int
+                  ) -> tuple[Callable[[ov.CompiledModel], float], int, str]:
     """The 3DGAN metric of a compiled generator against the reference, on fixed noise."""
     from caloforge.physics import ShapeMetric
     from caloforge.runtime.noise import latent_noise
@@ -183,7 +198,7 @@ def _shape_metric(reference: str | os.PathLike[str] | None, reference_events: in
                         f"the generator makes {IMAGE_SHAPE}")
     metric = ShapeMetric((ref_images, ref_energies))
     energies = np.asarray(ref_energies, dtype=np.float32)
-    z = latent_noise(seed + 1, 0, energies.size, LATENT_DIM)
+    z = latent_noise(seed + 1, 0, energies.size, latent_dim)
 
     def evaluate(compiled: ov.CompiledModel) -> float:
         images = showers(compiled, z, energies, batch)

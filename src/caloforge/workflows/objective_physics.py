@@ -48,7 +48,7 @@ harmless INT8 configuration and by +-0.5% at 400 (docs/quantization.md), so a 5%
 ~400."""
 
 Generator = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``generate(z (N, LATENT_DIM), energies (N,)) -> images (N, X, Y, Z)``."""
+"""``generate(z (N, latent size), energies (N,)) -> images (N, X, Y, Z)``."""
 
 
 def showers(compiled: ov.CompiledModel, z: np.ndarray, energies: np.ndarray,
@@ -102,14 +102,14 @@ class PhysicsPanel:
 
 def physics_panel(fp32: ov.CompiledModel, sampling_fractions: np.ndarray,
                   energies: tuple[float, ...] = SCAN_ENERGIES_GEV, events: int = SCAN_EVENTS,
-                  seed: int = 0, batch: int = 50) -> PhysicsPanel:
-    """The panel for one generator: FP32 showers on the shared noise (``seed``) and on
-    independent noise (the FPD floor), ``events`` per energy."""
+                  seed: int = 0, batch: int = 50, latent_dim: int = LATENT_DIM) -> PhysicsPanel:
+    """The panel for one generator (latent size ``latent_dim``): FP32 showers on the shared
+    noise (``seed``) and on independent noise (the FPD floor), ``events`` per energy."""
     from caloforge.runtime.noise import latent_noise
 
     e = np.repeat(np.asarray(energies, dtype=np.float64), events)
-    z = latent_noise(seed + 2, 0, e.size, LATENT_DIM)
-    z_floor = latent_noise(seed + 3, 0, e.size, LATENT_DIM)
+    z = latent_noise(seed + 2, 0, e.size, latent_dim)
+    z_floor = latent_noise(seed + 3, 0, e.size, latent_dim)
     centres = [float(c) for c in energy_bins(e)[0]]
     panel = PhysicsPanel(z, e, centres, np.asarray(sampling_fractions, dtype=np.float64),
                          np.empty((0, 0)), float("nan"), batch)

@@ -1,0 +1,134 @@
+"""A ``phase`` generator installed as the default model: export, card, generate, bench.
+
+A tiny untrained phase generator whose layer-energy library is built from a small caloforge MC
+file is exported with :func:`caloforge.gan.ship.export_default` into a temporary directory that
+``CALOFORGE_DEFAULT_MODEL_DIR`` makes the default; the commands that run "the shipped model" must
+then run it and say what it is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from caloforge.cli import main
+from caloforge.gan.shipped import CARD_NAME, DIR_ENV, ONNX_NAME, WEIGHTS_NAME
+
+KNOTS, ENTRIES = 4, 8
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, mc_file):
+    """(default dir, card, run dir, floor file) of the exported tiny phase model."""
+    from caloforge.gan.checkpoint import save_generator
+    from caloforge.gan.layers import build_library
+    from caloforge.gan.phase import PhaseGenerator
+    from caloforge.gan.ship import export_default
+    from caloforge.mc import simulate_to_file
+
+    root = tmp_path_factory.mktemp("ship-phase")
+    floor = root / "floor.h5"
+    simulate_to_file(floor, 96, energies=np.array([10.0, 50.0, 100.0]), seed=8, chunk_size=32,
+                     progress=False)
+    torch.manual_seed(0)
+    gen = PhaseGenerator(layer_library=(KNOTS, ENTRIES))
+    lib = build_library(mc_file, 1e-6, knots=KNOTS, entries=ENTRIES)
+    gen.layers.fill(*(torch.from_numpy(lib[k]) for k in ("table", "counts", "knots")))
+    run = root / "run"
+    (run / "generators").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    config = {"data": str(mc_file), "architecture": "phase", "seed": 5, "device": "cpu",
+              "batch_size": 8, "layer_library": None}
+    save_generator(gen.eval(), run / "generators" / "epoch-0001.safetensors",
+                   {"epoch": 1, "energy_range_gev": [10.0, 100.0], "architecture": "phase",
+                    "config": config})
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_seconds": 2.0,
+                                                   "samples_per_s": 48.0,
+                                                   "wall_seconds": 3.0}) + "\n")
+    (run / "checkpoints" / "epoch-0001.json").write_text(json.dumps({"hardware": "test CPU"}))
+    dest = root / "default"
+    card = export_default(run, epoch=1, test_data=str(mc_file), floor_data=str(floor),
+                          dest=dest, classifier=False, reproduce="test")
+    return dest, card, run, floor
+
+
+def test_export_writes_a_phase_card_that_matches_the_files(installed, mc_file) -> None:
+    import onnx
+
+    dest, card, _, _ = installed
+    assert {p.name for p in dest.iterdir()} == {WEIGHTS_NAME, ONNX_NAME, CARD_NAME}
+    assert json.loads((dest / CARD_NAME).read_text()) == card
+    # the latent size the card states is the graph's own z input: 64 global + 7^3 + 14^3 per-cell
+    # noise numbers + 2 for the library draw
+    graph = onnx.load(str(dest / ONNX_NAME))
+    z = next(i for i in graph.graph.input if i.name == "z")
+    assert z.type.tensor_type.shape.dim[1].dim_value == card["latent_dim"] == 64 + 343 + 2744 + 2
+    assert card["architecture"] == "phase" and card["cell_threshold_gev"] == 1e-6
+    lib = card["layer_library"]
+    assert (lib["knots"], lib["entries"]) == (KNOTS, ENTRIES)
+    assert lib["source"] == str(mc_file) and lib["source_kind"] == "the training data"
+    tr = card["training"]
+    assert tr["showers_seen"] == 96 and tr["distinct_events"] == 96  # 48/s x 2 s; the file's 96
+    assert tr["device"] == "cpu" and tr["hardware"] == "test CPU"
+    assert card["onnx_parity_rel_l2"] is None or card["onnx_parity_rel_l2"] < 1e-4
+
+
+def test_card_verdict_calls_an_untrained_model_not_compatible(installed) -> None:
+    _, card, _, floor = installed
+    v = card["validation"]
+    assert v["floor"] == str(floor) and v["n_events"]["candidate"] == 96
+    assert v["level"] == "incompatible" and v["verdict"].startswith("NOT compatible with the MC")
+    assert v["worst_ratio"] > 3 and v["worst"] in v["far"]
+    assert "per-energy targets" in v["verdict"]
+    used = [r for r in v["per_energy"] if "skipped" not in r]
+    assert {r["energy_gev"] for r in used} == {10.0, 50.0, 100.0}
+    assert v["per_energy_targets_met"] == f"{sum(r['ok'] for r in used)}/3"
+    assert card["metric"]["metric"] > card["mc_floor"]["metric"] > 0
+
+
+def test_generate_runs_the_installed_phase_default(installed, tmp_path, monkeypatch,
+                                                   capsys) -> None:
+    dest = installed[0]
+    monkeypatch.setenv(DIR_ENV, str(dest))
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.h5"
+        assert main(["generate", "-n", "24", "--energies", "10,50,100", "--precision",
+                     precision, "--quiet", "--output", str(out)]) == 0
+        with h5py.File(out, "r") as f:
+            img, e = f["ECAL"][:], f["energy"][:]
+            assert f.attrs["architecture"] == "phase" and f.attrs["precision"] == precision
+            assert str(dest) in str(f.attrs["model"])
+        # exact zeros below the 1 keV threshold, nothing between 0 and it
+        assert np.all((img == 0) | (img >= 1e-6)) and (img == 0).any()
+        # the library replays MC layer energies: a W/Si sampling calorimeter's 1-3 % visible
+        frac = img.sum(axis=(1, 2, 3)) / e
+        assert 0.01 < np.median(frac) < 0.03, (precision, np.median(frac))
+    # outside the installed model's trained range (10-100 GeV, from its card): one line, exit 2
+    assert main(["generate", "-n", "2", "--energies", "400", "--output",
+                 str(tmp_path / "x.h5")]) == 2
+    assert "trained range 10-100 GeV" in capsys.readouterr().err
+
+
+def test_bench_quick_path_runs_the_phase_default(installed, monkeypatch) -> None:
+    from caloforge.workflows import run_bench
+
+    monkeypatch.setenv(DIR_ENV, str(installed[0]))
+    rep = run_bench(quick=True, batches=(2,), precisions=("fp32",), rounds=1,
+                    sample_seconds=0.02, plain=False, torch_single_thread=False,
+                    physics_events=0, mc_seconds=0, end_to_end=False, calibration_size=4)
+    runtimes = {r.runtime for r in rep.rows}
+    assert runtimes == {"torch", "openvino"}  # PyTorch eager loads the phase weights too
+    assert all(r.median > 0 for r in rep.rows)
+    assert rep.model.endswith(ONNX_NAME) and str(installed[0]) in rep.model
+
+
+def test_a_default_dir_without_a_model_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv(DIR_ENV, str(tmp_path))
+    assert main(["generate", "-n", "2", "--energies", "50", "--output",
+                 str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err and DIR_ENV in err
