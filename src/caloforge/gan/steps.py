@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import (
+    RING_SUMMARY_FLOORS,
     grouped_moment_loss,
     ring_features,
     spectrum_features,
@@ -312,11 +313,11 @@ class PhaseStepper(Stepper):
         if cfg.ring_weight > 0:
             r_f = torch.cat([ring_features(x_f, o_f), summary_features(x_f, u)], dim=1)
             r_r = torch.cat([ring_features(x_r, o_r), summary_features(x_r, t_r.detach())], dim=1)
+            floors = torch.tensor(RING_SUMMARY_FLOORS, device=r_r.device)
             r_mean, r_width = grouped_moment_loss(r_f, r_r, e_real,
-                                                  r_r.std(dim=0).clamp_min(0.25).detach(),
+                                                  torch.maximum(r_r.std(dim=0), floors).detach(),
                                                   cfg.aux_groups, torch.ones(r_r.shape[1]))
-            # units: the batch's spread, at least 0.25 (ln units and cells): an empty outer ring
-            # has no spread in the data, and a 1e-2 floor made its gradient explode early on
+            # units: the batch's spread, at least the feature's floor (RING_SUMMARY_FLOORS)
             loss = loss + cfg.aux_weight * cfg.ring_weight * (r_mean + r_width)
             logs["g_ring"] = float((r_mean + r_width).detach())
         if cfg.spectrum_weight > 0:
