@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "FP32/BF16/INT8 at several batch sizes and stream layouts (in rotation, "
                     "medians), plus the caloforge MC; prints a table, writes JSON and a PNG.")
     p.add_argument("--quick", action="store_true", help="short run (CI / demo)")
-    p.add_argument("--model", help="ONNX/IR model (default: shipped)")
+    p.add_argument("--model", help="ONNX/IR model (default: the shipped model, or the one in "
+                                    "$CALOFORGE_DEFAULT_MODEL_DIR)")
     p.add_argument("--tuned", metavar="MODEL.xml",
                    help="also time a tuned model (caloforge quantize's model.xml) at the same "
                         "batches and layouts, and print its speed-up over FP32")

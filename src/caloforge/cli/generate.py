@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_energy_arguments(p, default_range="2:500")
     p.add_argument("-n", "--events", type=positive_int, required=True, help="number of showers")
     p.add_argument("--model", help="generator model (.onnx or OpenVINO IR .xml; default: the "
-                                   "shipped model)")
+                                   "shipped model, or the one in $CALOFORGE_DEFAULT_MODEL_DIR)")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
                    help="inference precision (default: the model's own, from its manifest: "
                         "int8 for a quantized IR, else fp32; int8 quantizes a float model "

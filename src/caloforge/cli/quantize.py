@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "configuration meets the criterion (the best by metric is still saved).",
     )
     p.add_argument("--model", metavar="MODEL.onnx",
-                   help="FP32 generator (ONNX, inputs z and energy); default: the shipped model")
+                   help="FP32 generator (ONNX, inputs z and energy); default: the shipped model "
+                        "(or the one in $CALOFORGE_DEFAULT_MODEL_DIR)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--strategy", default=None, metavar="NAME",
                    help="search strategy: basic, ranked (default), pareto")

@@ -76,7 +76,9 @@ def _generate(ctx: Context, target: str, model: Any, precision: str) -> dict[str
 
 def stage_gan_fp32(ctx: Context) -> tuple[dict[str, Any], str]:
     r = _generate(ctx, "gan/fp32.h5", None, "fp32")
-    r["model"] = "shipped (caloforge.gan.shipped.default_onnx_path())"
+    from caloforge.gan.shipped import default_onnx_path, describe
+
+    r["model"] = f"shipped: {describe()} ({default_onnx_path()})"
     return r, (f"{r['events']} GAN FP32 showers at the reference energies, "
                f"{r['showers_per_s']:.0f} showers/s ({r['layout']}, incl. HDF5 writing)")
 

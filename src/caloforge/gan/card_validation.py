@@ -31,7 +31,7 @@ CARD_NOISE_SEED = 20261127
 def model_threshold(gen: torch.nn.Module) -> float:
     """The cell threshold (GeV) the runtime applies to ``gen``'s showers."""
     t = getattr(gen, "cell_threshold_gev", None)
-    return float(t) if t is not None else CELL_THRESHOLD_GEV
+    return float(f"{float(t):.7g}") if t is not None else CELL_THRESHOLD_GEV  # a float32 buffer
 
 
 def write_generated(gen: torch.nn.Module, energies: np.ndarray, path: str | os.PathLike[str],

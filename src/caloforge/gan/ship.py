@@ -129,6 +129,33 @@ def _showers_seen(history: list[dict[str, Any]], epoch: int) -> int | None:
     return int(sum(round(float(h["samples_per_s"]) * float(h["train_seconds"])) for h in rows))
 
 
+def _lineage(config: dict[str, Any], run: Path, depth: int = 0) -> dict[str, Any] | None:
+    """Where a run started from (``--init-generator``): that generator file, its run's epoch
+    and the showers it had seen (following earlier initialisations, up to 8 runs back)."""
+    init = _resolve(config.get("init_generator"), run)
+    if not init or depth >= 8:
+        return None
+    path = Path(init)
+    out: dict[str, Any] = {"path": config["init_generator"], "showers_seen": None}
+    if not path.is_file():
+        out["note"] = "file not available at export"
+        return out
+    meta = read_metadata(path)
+    parent_cfg = json.loads(meta.get("config", "{}"))
+    epoch = int(json.loads(meta.get("epoch", "0")))
+    parent_run = path.parent.parent if path.parent.name == "generators" else path.parent
+    out["epoch"] = epoch
+    out["showers_seen"] = _showers_seen(_history(parent_run), epoch)
+    before = _lineage(parent_cfg, parent_run, depth + 1)
+    if before is not None:
+        out["initialised_from"] = before
+        if out["showers_seen"] is not None and before.get("showers_seen_total") is not None:
+            out["showers_seen_total"] = out["showers_seen"] + before["showers_seen_total"]
+    else:
+        out["showers_seen_total"] = out["showers_seen"]
+    return out
+
+
 def _library_fields(gen: Any, config: dict[str, Any], data: str | None, run: Path
                     ) -> dict[str, Any] | None:
     """The layer-energy library of a phase generator: size and where it came from."""
@@ -139,8 +166,8 @@ def _library_fields(gen: Any, config: dict[str, Any], data: str | None, run: Pat
     counts = layers.counts.detach().cpu().numpy()
     own = config.get("layer_library")
     return {"knots": k, "entries": m, "events": int(counts.sum()),
-            "energy_range_gev": [float(np.exp(float(layers.knots[0]))),
-                                 float(np.exp(float(layers.knots[-1])))],
+            "energy_range_gev": [float(f"{np.exp(float(layers.knots[0])):.6g}"),
+                                 float(f"{np.exp(float(layers.knots[-1])):.6g}")],
             "source": _resolve(own, run) if own else data,
             "source_kind": "--layer-library file" if own else "the training data",
             "latent_numbers": int(gen.latent_dim) - PHASE_LATENT_DIM}
@@ -200,6 +227,13 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                      "validation_metric_at_epoch": row.get("val_metric"),
                      "validation_score_at_epoch": row.get("val_score")},
     }
+    lineage = _lineage(config, run)
+    if lineage is not None:
+        seen = card["training"]["showers_seen"]
+        card["training"]["initialised_from"] = lineage
+        card["training"]["showers_seen_including_initialisation"] = (
+            None if seen is None or lineage.get("showers_seen_total") is None
+            else seen + lineage["showers_seen_total"])
     library = _library_fields(gen, config, data, run)
     if library is not None:
         card["layer_library"] = library
