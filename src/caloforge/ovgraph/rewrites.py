@@ -28,12 +28,18 @@ import numpy as np
 
 from caloforge.ovgraph.core import is_quantized
 from caloforge.ovgraph.dense import _const, constant_folding, fold_dense_into_convolution
+from caloforge.ovgraph.shuffle import fuse_depth_to_space, narrow_to_crops
 
 if TYPE_CHECKING:  # pragma: no cover
     import openvino as ov
 
 BF16_MIN_CHANNELS = 16
 """Convolutions with fewer input channels are zero-padded to this many before a bf16 compile."""
+
+REWRITES_VERSION = 2
+"""Bump when :func:`optimize_model` changes the graph it makes (caches of quantized rewritten
+models key on it). 2: sub-pixel convolutions narrowed to their crop, shuffles fused into
+``DepthToSpace``."""
 
 
 def _crop(ops: ModuleType, y: ov.Node, size: list[int]) -> ov.Node:
@@ -287,11 +293,15 @@ def pad_small_convolutions(model: ov.Model, min_channels: int = BF16_MIN_CHANNEL
 
 def optimize_model(model: ov.Model) -> tuple[ov.Model, list[str]]:
     """A copy of a float ``model`` with the exact CPU rewrites applied (upsample-convolution
-    folding, then dense folding); returns ``(model, rewritten layer names)``. Quantized models
+    folding, dense folding, then :mod:`caloforge.ovgraph.shuffle`'s narrowing of sub-pixel
+    convolutions to the crop after them and depth-to-space fusion); returns ``(model,
+    names of the rewritten layers)`` (the shuffle fusion changes no layer and is not listed). Quantized models
     are returned unchanged (their layer names are what a tuned configuration refers to)."""
     if is_quantized(model):
         return model, []
     model = model.clone()
     done = fold_upsample_convolutions(model)
     done += fold_dense_into_convolution(model)
+    done += narrow_to_crops(model)
+    fuse_depth_to_space(model)  # a layout change of no layer: not listed
     return model, done
