@@ -2,14 +2,14 @@
 run (issue 15: "fidelity costs no speed").
 
     python benchmarks/bench_phase_speed.py [--weights phase.safetensors] [--rounds 5]
-        [--seconds 0.5] [--batch 32] [--profile] [--out benchmarks/results]
+        [--seconds 0.5] [--batch 32 [1 ...]] [--profile] [--out benchmarks/results]
 
 Times, in rotation (every configuration compiled once, warmed up, then round 1: A, B, C, ...;
 round 2: A, B, C, ...; medians with min/max), the engine (``gen.run``, as ``caloforge bench``)
 of: the reference (the shipped model), the phase generator exported with ONNX ConvTranspose
 (``phase-deconv``, as exported before the sub-pixel form) and as exported now (``phase``, sub-pixel
 upsampling), each at FP32 and INT8 (NNCF, the runtime's default calibration) in the layouts
-1x1, 1xC and Cx1 (C = usable cores). Prints the CPU, its AVX-512/AMX flags and the load, the
+1x1, 1xC and Cx1 (C = usable cores) at each ``--batch``. Prints the CPU, its AVX-512/AMX flags and the load, the
 ratios phase / reference per precision (best layout of each), the cost of drawing the latent
 noise per shower, and with ``--profile`` the slowest layers of each INT8/FP32 model (1 thread).
 Without ``--weights`` an untrained phase generator (seeded) is timed: speed does not depend on
@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--weights", help="phase generator weights (.safetensors); default: untrained")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds per timed sample")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, nargs="+", default=[32])
     ap.add_argument("--profile", action="store_true", help="also print per-layer times")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -101,8 +101,9 @@ def main() -> int:
     for label, path in models.items():
         for precision in ("fp32", "int8"):
             for s, t in layouts():
-                gen = be.compile(path, precision, ExecConfig(s, t, args.batch))
-                gens[f"{label} {precision} {s}x{t}"] = gen
+                for b in args.batch:
+                    gen = be.compile(path, precision, ExecConfig(s, t, b))
+                    gens[f"{label} {precision} {s}x{t} b{b}"] = gen
     print(f"compiled {len(gens)} configurations; timing {args.rounds} rounds in rotation ...")
     timings = time_in_rotation(gens, args.rounds, args.seconds)
     rows = {}
@@ -110,7 +111,7 @@ def main() -> int:
         med = sorted(tm.samples)[len(tm.samples) // 2]
         rows[key] = {"median": med, "low": min(tm.samples), "high": max(tm.samples),
                      "samples": tm.samples}
-        print(f"  {key:<26} {med:8.0f} showers/s  [{min(tm.samples):.0f}, "
+        print(f"  {key:<30} {med:8.0f} showers/s  [{min(tm.samples):.0f}, "
               f"{max(tm.samples):.0f}]")
     best = {}
     for label in models:
@@ -118,20 +119,21 @@ def main() -> int:
             cands = {k: v["median"] for k, v in rows.items()
                      if k.startswith(f"{label} {precision} ")}
             k = max(cands, key=lambda c: cands[c])
-            best[f"{label} {precision}"] = {"layout": k.split()[-1], "median": cands[k]}
+            best[f"{label} {precision}"] = {"layout": " ".join(k.split()[-2:]),
+                                            "median": cands[k]}
     ratios = {}
-    print(f"best layout per model (batch {args.batch}):")
+    print("best layout and batch per model:")
     for precision in ("fp32", "int8"):
         ref = best[f"reference {precision}"]["median"]
         for label in ("reference", "phase-deconv", "phase"):
             b = best[f"{label} {precision}"]
             ratios[f"{label} {precision}"] = b["median"] / ref
-            print(f"  {precision} {label:<13} {b['median']:7.0f} showers/s ({b['layout']})  "
+            print(f"  {precision} {label:<13} {b['median']:7.0f} showers/s ({b['layout']:<7})  "
                   f"{b['median'] / ref:5.2f}x the reference")
     noise = {"reference": _noise_rate(200), "phase": _noise_rate(g.latent_dim)}
     print(f"latent noise alone (NumPy, 1 core): reference {noise['reference']:.0f}, phase "
           f"{noise['phase']:.0f} showers/s")
-    profile = _profile(models, args.batch) if args.profile else None
+    profile = _profile(models, max(args.batch)) if args.profile else None
     load_end = os.getloadavg()
     print(f"load average at the end: {load_end[0]:.2f}")
     out = Path(args.out)

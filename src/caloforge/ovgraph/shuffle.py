@@ -95,10 +95,18 @@ def fuse_depth_to_space(model: ov.Model) -> list[str]:
 
 
 
-def _crop_chain(last: ov.Node, full: list[int]) -> tuple[list[list[int]], list[ov.Node]] | None:
+@dataclass
+class _Chain:
+    box: list[list[int]]  # [lo, hi) per spatial axis
+    slices: list[ov.Node]
+    tail: ov.Node  # the chain's last node
+    axes: dict[int, int]  # axis of the tail's output -> spatial axis
+
+
+def _crop_chain(last: ov.Node, full: list[int]) -> _Chain | None:
     """Follow the single-consumer chain after ``last`` (a rank-5 [N, C, X, Y, Z] tensor) through
-    ``Slice`` nodes on the spatial axes (step 1) and ``Gather`` of one channel; returns the
-    spatial box they keep ([lo, hi) per axis) and the slices, or None when none is there."""
+    ``Slice`` nodes on the spatial axes (step 1) and ``Gather`` of one channel: the spatial box
+    they keep, or None when no slice is there."""
     box = [[0, n] for n in full]
     axes = {2: 0, 3: 1, 4: 2}  # axis of the current tensor -> spatial axis
     rank, node, slices = 5, last, []
@@ -119,7 +127,7 @@ def _crop_chain(last: ov.Node, full: list[int]) -> tuple[list[list[int]], list[o
         else:
             break
         node = nxt
-    return (box, slices) if slices else None
+    return _Chain(box, slices, node, axes) if slices else None
 
 
 def _slice_cut(node: ov.Node, rank: int, axes: dict[int, int],
@@ -211,7 +219,7 @@ def narrow_to_crops(model: ov.Model) -> list[str]:
         chain = _crop_chain(last, [n * b for n in sp.blocks])
         if chain is None:
             continue
-        box, slices = chain
+        box = chain.box
         lo_b = [box[i][0] // b for i in range(3)]
         hi_b = [-(-box[i][1] // b) for i in range(3)]
         if lo_b == [0, 0, 0] and hi_b == sp.blocks:
@@ -242,13 +250,20 @@ def narrow_to_crops(model: ov.Model) -> list[str]:
         y = ops.transpose(y, ops.constant(np.array(_PERMS["blocks_first"], np.int64)))
         y = ops.reshape(y, ops.constant(np.array([0, sp.channels, *(v * b for v in n)],
                                                  np.int64)), True)
-        y = ops.slice(y, ops.constant(np.array([box[i][0] - lo_b[i] * b for i in range(3)])),
-                      ops.constant(np.array([box[i][1] - lo_b[i] * b for i in range(3)])),
-                      ops.constant(np.ones(3, np.int64)), ops.constant(np.array([2, 3, 4])))
         y.set_friendly_name(last.get_friendly_name() + "/narrowed")
+        targets = list(chain.tail.output(0).get_target_inputs())
         last.output(0).replace(y.output(0))
-        for s in slices:  # the box is cut already
-            s.output(0).replace(s.input_value(0))
+        for s in chain.slices:  # replaced by one crop at the chain's end (after any Gather:
+            s.output(0).replace(s.input_value(0))  # the smaller tensor)
+        axes = sorted(chain.axes.items())
+        crop = ops.slice(targets[0].get_source_output(),
+                         ops.constant(np.array([box[i][0] - lo_b[i] * b for _, i in axes])),
+                         ops.constant(np.array([box[i][1] - lo_b[i] * b for _, i in axes])),
+                         ops.constant(np.ones(3, np.int64)),
+                         ops.constant(np.array([a for a, _ in axes])))
+        crop.set_friendly_name(chain.tail.get_friendly_name() + "/crop")
+        for t in targets:
+            t.replace_source_output(crop.output(0))
         done.append(sp.name)
     if done:
         model.validate_nodes_and_infer_types()
