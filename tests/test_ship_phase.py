@@ -132,3 +132,31 @@ def test_a_default_dir_without_a_model_is_one_line(tmp_path, monkeypatch, capsys
                  str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path) in err and DIR_ENV in err
+
+
+def test_replacing_a_3dgan_default_keeps_the_3dgan_as_reference(installed, tmp_path,
+                                                               monkeypatch) -> None:
+    import shutil
+
+    from caloforge.gan import ship, shipped
+
+    reference_3dgan = shipped.reference_3dgan_dir()
+    if reference_3dgan is None:
+        pytest.skip("no trained reference 3DGAN in this installation")
+    package, reference = tmp_path / "default", tmp_path / "reference"
+    shutil.copytree(reference_3dgan, package)
+    for mod in (ship, shipped):
+        monkeypatch.setattr(mod, "PACKAGE_DIR", package)
+        monkeypatch.setattr(mod, "REFERENCE_DIR", reference)
+    monkeypatch.delenv(DIR_ENV, raising=False)
+    monkeypatch.setattr(shipped, "DEFAULT_DIR", package)
+    before = {n: (package / n).read_bytes() for n in (WEIGHTS_NAME, ONNX_NAME, CARD_NAME)}
+    card = ship.export_default(installed[2], epoch=1)  # into the (patched) package default
+    assert "reference" in card["replaced"]
+    assert shipped.default_architecture() == "phase"
+    assert shipped.reference_3dgan_dir() == reference
+    assert {n: (reference / n).read_bytes() for n in before} == before  # the 3DGAN, unchanged
+    assert sorted(p.name for p in package.iterdir()) == sorted(before)  # no staging left
+    # a second export (another phase epoch) leaves the reference alone
+    card = ship.export_default(installed[2], epoch=1)
+    assert "replaced" not in card and (reference / CARD_NAME).read_bytes() == before[CARD_NAME]

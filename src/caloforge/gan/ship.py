@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ from caloforge.gan.card_validation import CARD_NOISE_SEED
 from caloforge.gan.checkpoint import load_generator, read_metadata, save_generator
 from caloforge.gan.export import export_onnx
 from caloforge.gan.phase import PHASE_LATENT_DIM, PhaseGenerator
-from caloforge.gan.shipped import CARD_NAME, ONNX_NAME, WEIGHTS_NAME, default_dir
+from caloforge.gan.shipped import (
+    CARD_NAME,
+    ONNX_NAME,
+    PACKAGE_DIR,
+    REFERENCE_DIR,
+    WEIGHTS_NAME,
+    default_dir,
+    reference_3dgan_dir,
+)
 
 
 def _mc_seed(path: str) -> Any:
@@ -178,12 +187,14 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    reproduce: str | None = None, dest: str | os.PathLike[str] | None = None,
                    max_events: int | None = None, note: str | None = None,
                    validation_dir: str | os.PathLike[str] | None = None,
-                   classifier: bool = True) -> dict[str, Any]:
+                   classifier: bool = True, keep_reference: bool = True) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
     ``CALOFORGE_DEFAULT_MODEL_DIR`` says otherwise); returns the card. With ``test_data`` the
     card gets ``caloforge validate``'s verdict against it (floor: ``floor_data``, else simulated
-    at its energies); ``validation_dir`` keeps that validation's report and plots."""
+    at its energies); ``validation_dir`` keeps that validation's report and plots.
+    ``keep_reference``: when a non-3DGAN model replaces the package's 3DGAN default, copy the
+    3DGAN to the package's ``reference/`` first (:func:`_keep_reference`)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -271,10 +282,34 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
         card["reproduce"] = reproduce
     if note:
         card["note"] = note
+    out = Path(dest) if dest is not None else default_dir()
+    if keep_reference:
+        card_note = _keep_reference(out, card["architecture"])
+        if card_note:
+            card["replaced"] = card_note
     _install(gen, card, {"epoch": exported_epoch, "energy_range_gev": e_range,
-                         "architecture": card["architecture"], "config": config},
-             Path(dest) if dest is not None else default_dir())
+                         "architecture": card["architecture"], "config": config}, out)
     return card
+
+
+def _keep_reference(out: Path, architecture: str) -> str | None:
+    """Before another architecture replaces the package's 3DGAN default, copy the 3DGAN's three
+    files to :data:`~caloforge.gan.shipped.REFERENCE_DIR` (the case study's model stays in the
+    package; tests and benchmarks of the reference run it); returns a note for the card."""
+    if architecture == "3dgan" or out.resolve() != PACKAGE_DIR.resolve():
+        return None
+    if reference_3dgan_dir() != PACKAGE_DIR or (REFERENCE_DIR / CARD_NAME).exists():
+        return None
+    tmp = REFERENCE_DIR.with_name(f".{REFERENCE_DIR.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in (WEIGHTS_NAME, ONNX_NAME, CARD_NAME):
+        shutil.copy2(out / name, tmp / name)
+    if REFERENCE_DIR.exists():  # an empty or partial folder: replace it
+        shutil.rmtree(REFERENCE_DIR)
+    os.replace(tmp, REFERENCE_DIR)
+    return (f"replaced the reference 3DGAN as the default; the 3DGAN is kept in "
+            f"caloforge/gan/{REFERENCE_DIR.name}/")
 
 
 def _install(gen: Any, card: dict[str, Any], metadata: dict[str, Any], out: Path) -> None:
@@ -307,6 +342,8 @@ def summary_lines(card: dict[str, Any]) -> list[str]:
     src = card.get("source", {})
     lines = [f"installed {card.get('architecture')} generator (latent {card.get('latent_dim')}) "
              f"from {src.get('run_dir')}/{src.get('file')} (epoch {src.get('epoch')})"]
+    if card.get("replaced"):
+        lines.append(card["replaced"])
     v = card.get("validation")
     if v:
         lines.append(f"verdict vs {v['reference']} ({v['n_events'].get('candidate')} events): "

@@ -7,7 +7,9 @@ wall time, hardware, the validation verdict). Everything that says "the shipped 
 three files through :func:`default_dir`, and what it says about the model (architecture, latent
 size, threshold, energy range) through the card, never from constants.
 
-The directory is the package's ``default/`` unless the environment variable
+The package also keeps the trained reference 3DGAN once another architecture is the default
+(:func:`reference_3dgan_dir`). The directory is the package's ``default/`` unless the
+environment variable
 ``CALOFORGE_DEFAULT_MODEL_DIR`` names another one (a candidate installed with ``caloforge train
 --export-default RUN --install-dir DIR``, to try the whole chain on it before shipping it).
 """
@@ -26,6 +28,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent / "default"
 #: The directory :func:`default_dir` returns when the environment does not override it (tests
 #: may monkeypatch this).
 DEFAULT_DIR = PACKAGE_DIR
+#: The trained reference 3DGAN (the case study's model) once another architecture is the
+#: default: :func:`caloforge.gan.ship.export_default` copies a 3DGAN default here before a
+#: ``phase`` model replaces it in the package.
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 #: Environment variable naming another default model directory.
 DIR_ENV = "CALOFORGE_DEFAULT_MODEL_DIR"
 WEIGHTS_NAME = "generator.safetensors"
@@ -96,3 +102,21 @@ def describe(card: dict[str, Any] | None = None) -> str:
     if isinstance(lib, dict) and lib.get("knots"):
         bits.append(f"layer-energy library {lib['knots']} x {lib.get('entries')}")
     return f"{arch} generator" + (f" ({', '.join(bits)})" if bits else "")
+
+
+def _card_architecture(directory: Path) -> str | None:
+    try:
+        card = json.loads((directory / CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return default_architecture(card) if isinstance(card, dict) else None
+
+
+def reference_3dgan_dir() -> Path | None:
+    """The directory holding the trained reference 3DGAN: the package's ``default/`` while it is
+    a 3DGAN, else ``reference/`` once a phase model has replaced it (``None``: neither)."""
+    for d in (PACKAGE_DIR, REFERENCE_DIR):
+        if _card_architecture(d) == "3dgan" and (d / ONNX_NAME).is_file() \
+                and (d / WEIGHTS_NAME).is_file():
+            return d
+    return None
