@@ -13,7 +13,9 @@ upsampling), each at FP32 and INT8 (NNCF, the runtime's default calibration) in 
 ratios phase / reference per precision (best layout of each), the cost of drawing the latent
 noise per shower, and with ``--profile`` the slowest layers of each INT8/FP32 model (1 thread).
 Without ``--weights`` an untrained phase generator (seeded) is timed: speed does not depend on
-the weights' values. Writes ``bench_phase_speed.json``.
+the weights' values (``--layer-library``: with the layer-energy sampler and the per-layer
+rescaling of :mod:`caloforge.gan.layers`). The reference is the package's trained 3DGAN (its
+``default/`` while that is the 3DGAN, else ``reference/``), or ``--reference``. Writes ``bench_phase_speed.json``.
 """
 
 from __future__ import annotations
@@ -27,17 +29,36 @@ import warnings
 from pathlib import Path
 
 
-def _phase_generator(weights: str | None):  # a torch module
+def _phase_generator(weights: str | None, layer_library: bool):  # a torch module
     import torch
 
     if weights:
         from caloforge.gan.checkpoint import load_generator
 
         return load_generator(weights).eval()
+    from caloforge.gan.layers import LIBRARY_ENTRIES, LIBRARY_KNOTS
     from caloforge.gan.phase import PhaseGenerator
 
     torch.manual_seed(0)
-    return PhaseGenerator().eval()
+    g = PhaseGenerator(layer_library=(LIBRARY_KNOTS, LIBRARY_ENTRIES) if layer_library else None)
+    if g.layers is not None:
+        g.layers.table.fill_(0.9 / 25)  # some energy in every layer: the rescaling runs
+    return g.eval()
+
+
+def _reference_3dgan() -> str:
+    from caloforge.gan.shipped import ONNX_NAME, reference_3dgan_dir
+
+    d = reference_3dgan_dir()
+    if d is None:
+        raise SystemExit("no trained 3DGAN in the package: pass --reference")
+    return str(d / ONNX_NAME)
+
+
+def _architecture(path: str | None) -> str:
+    from caloforge.runtime import load_model
+
+    return str(load_model(path).architecture)
 
 
 def _noise_rate(latent_dim: int, n: int = 4096) -> float:
@@ -72,6 +93,10 @@ def _profile(models: dict[str, str | None], batch: int) -> dict[str, list[dict]]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="phase generator weights (.safetensors); default: untrained")
+    ap.add_argument("--layer-library", action="store_true",
+                    help="untrained generator with the layer-energy sampler and rescaling")
+    ap.add_argument("--reference", help="reference ONNX/IR (default: the package's trained 3DGAN, "
+                    "caloforge.gan.shipped.reference_3dgan_dir)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds per timed sample")
     ap.add_argument("--batch", type=int, nargs="+", default=[32])
@@ -90,9 +115,13 @@ def main() -> int:
     load = os.getloadavg()
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable cores; flags: "
           f"{' '.join(cpu_flags())}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    g = _phase_generator(args.weights)
+    reference = args.reference or _reference_3dgan()
+    g = _phase_generator(args.weights, args.layer_library)
+    print(f"phase generator: {args.weights or 'untrained'}, latent {g.latent_dim}, layer sampler "
+          f"{'yes' if getattr(g, 'layers', None) is not None else 'no'}; reference: "
+          f"{reference} ({_architecture(reference)})")
     models: dict[str, str | None] = {
-        "reference": None,
+        "reference": reference,
         "phase-deconv": str(export_onnx(g, tmp / "phase_deconv.onnx", subpixel=False)),
         "phase": str(export_onnx(g, tmp / "phase.onnx")),
     }
