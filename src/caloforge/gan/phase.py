@@ -42,6 +42,7 @@ from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
 from caloforge.gan.layers import SAMPLER_LATENT, LayerEnergySampler, rescale_layers
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
+from caloforge.gan.sparse import log_cells, noise_maps, sparse_cells
 from caloforge.gan.transform import generated_gev, generated_log, occupancy, to_log
 
 #: Latent inputs: 64 global numbers, then one noise value per cell of the 7^3 and 14^3 grids.
@@ -88,10 +89,13 @@ class PhaseGenerator(nn.Module):
     cell_threshold_gev: torch.Tensor
     prior: torch.Tensor
     prior_knots: torch.Tensor
+    noise_maps: torch.Tensor
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
-                 layer_library: tuple[int, int] | None = None) -> None:
+                 layer_library: tuple[int, int] | None = None, sparse: bool = False) -> None:
         super().__init__()
+        #: sparse head (caloforge.gan.sparse): occupancy and energy of each cell drawn apart
+        self.sparse = sparse
         #: with a layer-energy library (knots, entries), two more latent numbers draw the
         #: shower's layer energies (:mod:`caloforge.gan.layers`) and the image is rescaled to them
         self.layers = None if layer_library is None else LayerEnergySampler(*layer_library)
@@ -107,10 +111,15 @@ class PhaseGenerator(nn.Module):
         self.film2 = _FiLM(16)
         self.conv2 = nn.Conv3d(16, 16, 3, padding=1)                  # 14^3
         self.film3 = _FiLM(16)
-        self.up2 = nn.ConvTranspose3d(16, 1, 4, stride=2, padding=1)  # -> 28^3
+        self.up2 = nn.ConvTranspose3d(16, 2 if sparse else 1, 4, stride=2, padding=1)  # 28^3
         with torch.no_grad():  # start close to the prior
             self.up2.weight.mul_(0.1)
             self.up2.bias.zero_()  # type: ignore[union-attr]
+        if sparse:
+            cells = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+            self.register_buffer("noise_maps", noise_maps(cells, NOISE_7 + NOISE_14))
+            self.noise_occ = nn.Parameter(torch.full((1, *IMAGE_SHAPE), 0.1))
+            self.noise_val = nn.Parameter(torch.full((1, *IMAGE_SHAPE), 0.1))
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
         self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
                                                    * IMAGE_SHAPE[2])))
@@ -132,11 +141,8 @@ class PhaseGenerator(nn.Module):
         hat = torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / step, min=0.0)   # (B, K)
         return (hat @ self.prior).reshape(-1, *IMAGE_SHAPE)
 
-    def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
-                    layer_energies: torch.Tensor | None = None) -> torch.Tensor:
-        """The log output ``u``; rescaled per layer to ``layer_energies`` (B, 25) GeV when given
-        (training: those of the real showers), else to the library's draw when the model has
-        one, else as the network makes it."""
+    def _network(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        """The last layer's output (B, C, 25, 25, 25) with the prior added to every channel."""
         c = _conditions(energy)
         zg = z[:, :GLOBAL_LATENT]
         n7 = z[:, GLOBAL_LATENT:GLOBAL_LATENT + NOISE_7].reshape(-1, 1, 7, 7, 7)
@@ -146,18 +152,54 @@ class PhaseGenerator(nn.Module):
         h = F.leaky_relu(self.film1(self.conv1(h + self.noise7 * n7), c), _SLOPE)
         h = F.leaky_relu(self.film2(self.up1(h), c), _SLOPE)
         h = F.leaky_relu(self.film3(self.conv2(h + self.noise14 * n14), c), _SLOPE)
-        u = self.up2(h)[:, 0, 1:26, 1:26, 1:26] + self.prior_image(c[:, :1])
+        return self.up2(h)[:, :, 1:26, 1:26, 1:26] + self.prior_image(c[:, :1]).unsqueeze(1)
+
+    def _layer_energies(self, z: torch.Tensor, energy: torch.Tensor,
+                        layer_energies: torch.Tensor | None) -> torch.Tensor | None:
         if layer_energies is None and self.layers is not None:
-            layer_energies = self.layers(z[:, PHASE_LATENT_DIM:PHASE_LATENT_DIM + SAMPLER_LATENT],
-                                         energy)
-        if layer_energies is not None:
-            u = rescale_layers(u, layer_energies, float(self.cell_threshold_gev))
-        return u
+            return self.layers(z[:, PHASE_LATENT_DIM:PHASE_LATENT_DIM + SAMPLER_LATENT], energy)
+        return layer_energies
+
+    def fake_parts(self, z: torch.Tensor, energy: torch.Tensor,
+                   layer_energies: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(t, x, occ, u) of generated showers, with gradients: the transformed image, GeV,
+        the straight-through occupancy, and a log tensor ``u`` that is > 0 exactly where a
+        cell fires (see :meth:`forward_log`)."""
+        target = self._layer_energies(z, energy, layer_energies)
+        thr = float(self.cell_threshold_gev)
+        if not self.sparse:
+            u = self._network(z, energy)[:, 0]
+            if target is not None:
+                u = rescale_layers(u, target, thr)
+            t, x, occ = generated_log(u), generated_gev(u, thr), occupancy(u)
+            return t, x, occ, u
+        out = self._network(z, energy)
+        cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
+        n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
+        n_val = cell_noise[:, self.noise_maps[1]].reshape(-1, *IMAGE_SHAPE)
+        logit = out[:, 0] + self.noise_occ * n_occ
+        t, x, occ = sparse_cells(logit, out[:, 1] + self.noise_val * n_val, target, thr)
+        return t, x, occ, log_cells(t, logit)
+
+    def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
+                    layer_energies: torch.Tensor | None = None) -> torch.Tensor:
+        """The log output ``u`` (> 0 where a cell fires, ``threshold x e^u`` its energy);
+        rescaled per layer to ``layer_energies`` (B, 25) GeV when given (training: those of the
+        real showers), else to the library's draw when the model has one, else as the network
+        makes it."""
+        return self.fake_parts(z, energy, layer_energies)[3]
 
     def forward(self, z: torch.Tensor, energy: torch.Tensor, log: bool = False,
-                layer_energies: torch.Tensor | None = None) -> torch.Tensor:
+                layer_energies: torch.Tensor | None = None, parts: bool = False) -> torch.Tensor:
+        if parts:  # the training step's call through DistributedDataParallel
+            return self.fake_parts(z, energy, layer_energies)  # type: ignore[return-value]
+        if log:
+            return self.forward_log(z, energy, layer_energies)
+        if self.sparse:
+            return self.fake_parts(z, energy, layer_energies)[1]
         u = self.forward_log(z, energy, layer_energies)
-        return u if log else generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
+        return generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
 
 
 class PhaseDiscriminator(nn.Module):

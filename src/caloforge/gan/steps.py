@@ -45,7 +45,6 @@ from caloforge.gan.phase import (
     U_MAX,
     PhaseDiscriminator,
     PhaseGenerator,
-    fake_inputs,
     real_inputs,
 )
 
@@ -252,14 +251,16 @@ class PhaseStepper(Stepper):
         self.threshold = CELL_THRESHOLD_GEV
         library = stats.get("layer_library")  # (knots, entries) or None
         gen = PhaseGenerator(cell_threshold_gev=self.threshold,
-                             layer_library=None if library is None else tuple(library))
+                             layer_library=None if library is None else tuple(library),
+                             sparse=bool(stats.get("sparse_head", False)))
         disc = PhaseDiscriminator()
         if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
             if prior.get("init_state") is not None:  # start from another run's generator
-                init = {k: v for k, v in prior["init_state"].items()
-                        if not k.startswith("layers.")}
+                init = _adapt_init({k: v for k, v in prior["init_state"].items()
+                                    if not k.startswith("layers.")}, gen)
                 missing, unexpected = gen.load_state_dict(init, strict=False)
-                if unexpected or any(not k.startswith("layers.") for k in missing):
+                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val")
+                if unexpected or any(not k.startswith(fresh) for k in missing):
                     raise UserError("init_generator: not a phase generator of this shape "
                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]))
@@ -283,9 +284,9 @@ class PhaseStepper(Stepper):
         # the fake showers get the real ones' layer energies when the model samples them from a
         # library at generation time (caloforge.gan.layers): the network learns the shape
         target = x_r.sum(dim=(1, 2)) if self.gen.layers is not None else None
-        u = self.g_model.forward_log(self.latent(B), e_real, target) if self.g_model is self.gen \
-            else self.g_model(self.latent(B), e_real, log=True, layer_energies=target)
-        t_f, x_f, o_f = fake_inputs(u, self.threshold)
+        z = self.latent(B)
+        t_f, x_f, o_f, u = self.gen.fake_parts(z, e_real, target) if self.g_model is self.gen \
+            else self.g_model(z, e_real, layer_energies=target, parts=True)
         f_f = disc.features(x_f, o_f, e_real)
         logs: dict[str, float] = {}
         adversarial = it % cfg.adv_every == 0
@@ -341,6 +342,17 @@ class PhaseStepper(Stepper):
                                                                    cfg.grad_clip))
         self.opt_g.step()
         return logs
+
+
+def _adapt_init(state: dict[str, torch.Tensor], gen: PhaseGenerator) -> dict[str, torch.Tensor]:
+    """Starting weights of another phase run for ``gen``: a one-channel last layer seeds both
+    channels of a sparse head (occupancy logit and energy start as the old log output)."""
+    w = state.get("up2.weight")
+    if gen.sparse and w is not None and w.shape[1] == 1:
+        state = dict(state)
+        state["up2.weight"] = w.repeat(1, 2, 1, 1, 1)
+        state["up2.bias"] = state["up2.bias"].repeat(2)
+    return state
 
 
 def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:

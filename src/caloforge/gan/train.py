@@ -85,6 +85,7 @@ class TrainConfig:
     r1_gamma: float = 1.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
     ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
+    sparse_head: bool = False           # phase: occupancy and energy per cell apart (gan.sparse)
     spectrum_weight: float = 1.0        # phase: relative weight of the cell-spectrum loss
     layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
     layer_library: str | None = None    # phase: MC file of that library (None: the training data)
@@ -215,6 +216,7 @@ def _make_stepper(cfg: TrainConfig, device: torch.device, noise: torch.Generator
         if found is None:
             prior = phase_statistics(cfg.data, max(1, min(4000, cfg.max_events or 4000)))
             stats["layer_library"] = None
+            stats["sparse_head"] = cfg.sparse_head
             if cfg.layer_energies:
                 lib = build_library(cfg.layer_library or cfg.data, CELL_THRESHOLD_GEV)
                 prior["layer_library"] = lib
