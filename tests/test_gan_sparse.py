@@ -1,7 +1,8 @@
 """The sparse output head of the phase generator (``caloforge.gan.sparse``): cells are exact zeros
 or at least the threshold, fired exactly where the occupancy logit is positive, rescaled to the
 requested layer energies without moving the occupancy; a sparse generator round-trips through
-safetensors and ONNX; a one-channel model's weights seed it with the same hit pattern."""
+safetensors and ONNX; with its probit prior and unit noise a cell fires with the prior's
+hit probability."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def test_noise_maps_use_every_source_number_evenly() -> None:
     assert not torch.equal(maps[0], maps[1])
 
 
-def test_sparse_generator_round_trips_and_is_seeded_by_a_one_channel_model(tmp_path) -> None:
+def test_sparse_generator_fires_cells_with_the_prior_hit_probability_and_round_trips(
+        tmp_path) -> None:
     import onnxruntime as ort
 
     from caloforge.gan.checkpoint import load_generator, save_generator
@@ -51,29 +53,36 @@ def test_sparse_generator_round_trips_and_is_seeded_by_a_one_channel_model(tmp_p
 
     torch.manual_seed(1)
     old = PhaseGenerator()
-    with torch.no_grad():
-        old.up2.weight.normal_(0.0, 0.3)
-        old.prior.copy_(torch.randn(old.prior.shape, generator=torch.Generator().manual_seed(2)))
     new = PhaseGenerator(sparse=True)
     new.load_state_dict(_adapt_init(dict(old.state_dict()), new), strict=False)
+    assert torch.equal(new.dense2.weight, old.dense2.weight)      # all but the last layer copied
+    assert new.up2.weight.shape[1] == 2
+    p_hit = torch.rand(15625, generator=torch.Generator().manual_seed(2)) * 0.9 + 0.05
+    prior = torch.stack([torch.special.ndtri(p_hit), torch.full((15625,), 5.0)])
     with torch.no_grad():
-        new.noise_occ.zero_()
-        new.noise_val.zero_()
-    old.eval()
+        new.up2.weight.zero_()
+        new.up2.bias.zero_()
+        new.prior_sparse.copy_(prior[:, None, :].expand(2, new.prior_sparse.shape[1], 15625))
     new.eval()
-    z = torch.randn(3, new.latent_dim, generator=torch.Generator().manual_seed(3))
-    e = torch.tensor([5.0, 50.0, 400.0])
+    n = 400
+    z = torch.randn(n, new.latent_dim, generator=torch.Generator().manual_seed(3))
+    e = torch.full((n,), 50.0)
     with torch.no_grad():
-        x_old, x_new = old(z, e), new(z, e)
-    assert torch.equal(x_old > 0, x_new > 0)               # same hit pattern from the same weights
+        x = new(z, e)
+    freq = (x > 0).float().mean(dim=0).reshape(-1)
+    # per cell a binomial(400, p) frequency: the mean deviation is tiny, none is far off
+    assert float((freq - p_hit).abs().mean()) < 0.025
+    assert float(((freq - p_hit).abs() / torch.sqrt(p_hit * (1 - p_hit) / n)).max()) < 5.5
     p = save_generator(new, tmp_path / "sparse.safetensors")
     back = load_generator(p)
     assert back.sparse
+    z, e = z[:3], torch.tensor([5.0, 50.0, 400.0])
     with torch.no_grad():
-        assert torch.equal(back(z, e), x_new)
+        ref = new(z, e)
+        assert torch.equal(back(z, e), ref)
     onnx = export_onnx(new, tmp_path / "sparse.onnx")
     sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     out = sess.run(None, {names[0]: z.numpy(), names[1]: e.numpy()})[0]
-    assert np.array_equal(out > 0, x_new.numpy() > 0)
-    assert np.abs(out - x_new.numpy()).max() <= 1e-4 * float(x_new.max())
+    assert np.array_equal(out > 0, ref.numpy() > 0)
+    assert np.abs(out - ref.numpy()).max() <= 1e-4 * float(ref.max())

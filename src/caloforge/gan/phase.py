@@ -90,6 +90,7 @@ class PhaseGenerator(nn.Module):
     prior: torch.Tensor
     prior_knots: torch.Tensor
     noise_maps: torch.Tensor
+    prior_sparse: torch.Tensor
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
                  layer_library: tuple[int, int] | None = None, sparse: bool = False) -> None:
@@ -118,28 +119,38 @@ class PhaseGenerator(nn.Module):
         if sparse:
             cells = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
             self.register_buffer("noise_maps", noise_maps(cells, NOISE_7 + NOISE_14))
-            self.noise_occ = nn.Parameter(torch.full((1, *IMAGE_SHAPE), 0.1))
-            self.noise_val = nn.Parameter(torch.full((1, *IMAGE_SHAPE), 0.1))
+            # unit noise: with the probit prior a cell fires with its data hit probability
+            self.noise_occ = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
+            self.noise_val = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
+            self.register_buffer("prior_sparse", torch.zeros((2, PRIOR_KNOTS, cells)))
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
         self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
                                                    * IMAGE_SHAPE[2])))
         self.register_buffer("prior_knots", torch.linspace(-3.9, 1.6, PRIOR_KNOTS))
 
-    def set_prior(self, prior: torch.Tensor, knots: torch.Tensor) -> None:
+    def set_prior(self, prior: torch.Tensor, knots: torch.Tensor,
+                  prior_sparse: torch.Tensor | None = None) -> None:
         """Per-cell log prior (transformed units) at ``knots`` (ascending values of
-        ``ln(E/100)``): ``prior`` has shape (PRIOR_KNOTS, 25, 25, 25)."""
+        ``ln(E/100)``): ``prior`` has shape (PRIOR_KNOTS, 25, 25, 25); a sparse head's
+        ``prior_sparse`` (2, PRIOR_KNOTS, ...) holds the occupancy logits and log energies."""
         with torch.no_grad():
             self.prior.copy_(prior.reshape(self.prior.shape))
             self.prior_knots.copy_(knots.reshape(-1))
+            if prior_sparse is not None:
+                self.prior_sparse.copy_(prior_sparse.reshape(self.prior_sparse.shape))
 
     def prior_image(self, ell: torch.Tensor) -> torch.Tensor:
         """The prior at ``ell = ln(E/100)`` (B, 1): piecewise linear between the knots (hat
-        functions, constant beyond the end knots), shape (B, 25, 25, 25)."""
+        functions, constant beyond the end knots), shape (B, C, 25, 25, 25) (C = 2 for a
+        sparse head: occupancy logits and log energies, else 1)."""
         k = self.prior_knots
         ell = torch.clamp(ell, k[0], k[-1])
         step = k[1] - k[0]
         hat = torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / step, min=0.0)   # (B, K)
-        return (hat @ self.prior).reshape(-1, *IMAGE_SHAPE)
+        if self.sparse:  # (B, 2, 25, 25, 25): occupancy logits and log energies
+            return torch.stack([hat @ self.prior_sparse[0], hat @ self.prior_sparse[1]],
+                               dim=1).reshape(-1, 2, *IMAGE_SHAPE)
+        return (hat @ self.prior).reshape(-1, 1, *IMAGE_SHAPE)
 
     def _network(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """The last layer's output (B, C, 25, 25, 25) with the prior added to every channel."""
@@ -152,7 +163,7 @@ class PhaseGenerator(nn.Module):
         h = F.leaky_relu(self.film1(self.conv1(h + self.noise7 * n7), c), _SLOPE)
         h = F.leaky_relu(self.film2(self.up1(h), c), _SLOPE)
         h = F.leaky_relu(self.film3(self.conv2(h + self.noise14 * n14), c), _SLOPE)
-        return self.up2(h)[:, :, 1:26, 1:26, 1:26] + self.prior_image(c[:, :1]).unsqueeze(1)
+        return self.up2(h)[:, :, 1:26, 1:26, 1:26] + self.prior_image(c[:, :1])
 
     def _layer_energies(self, z: torch.Tensor, energy: torch.Tensor,
                         layer_energies: torch.Tensor | None) -> torch.Tensor | None:

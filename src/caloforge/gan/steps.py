@@ -259,11 +259,12 @@ class PhaseStepper(Stepper):
                 init = _adapt_init({k: v for k, v in prior["init_state"].items()
                                     if not k.startswith("layers.")}, gen)
                 missing, unexpected = gen.load_state_dict(init, strict=False)
-                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val")
+                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2.")
                 if unexpected or any(not k.startswith(fresh) for k in missing):
                     raise UserError("init_generator: not a phase generator of this shape "
                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-            gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]))
+            gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]),
+                          torch.as_tensor(prior["prior_sparse"]) if gen.sparse else None)
             if gen.layers is not None:
                 lib = prior["layer_library"]
                 gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
@@ -345,13 +346,12 @@ class PhaseStepper(Stepper):
 
 
 def _adapt_init(state: dict[str, torch.Tensor], gen: PhaseGenerator) -> dict[str, torch.Tensor]:
-    """Starting weights of another phase run for ``gen``: a one-channel last layer seeds both
-    channels of a sparse head (occupancy logit and energy start as the old log output)."""
+    """Starting weights of another phase run for ``gen``. A one-channel model's last layer
+    learned a residual to the one-channel prior; a sparse head starts that layer afresh (small
+    weights: the generator starts as its sparse prior plus noise) and takes everything else."""
     w = state.get("up2.weight")
     if gen.sparse and w is not None and w.shape[1] == 1:
-        state = dict(state)
-        state["up2.weight"] = w.repeat(1, 2, 1, 1, 1)
-        state["up2.bias"] = state["up2.bias"].repeat(2)
+        state = {k: v for k, v in state.items() if not k.startswith("up2.")}
     return state
 
 
@@ -380,6 +380,7 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
     edges = np.linspace(ell.min(), ell.max(), PRIOR_KNOTS + 1)
     knots = 0.5 * (edges[:-1] + edges[1:])
     logs: list[np.ndarray | None] = []
+    sparse: list[np.ndarray] = []
     for lo, hi in itertools.pairwise(edges):
         m = (ell >= lo) & (ell <= hi)
         if m.sum() < 8:
@@ -391,14 +392,21 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
         value = np.log(np.maximum(mean_hit, CELL_THRESHOLD_GEV) / CELL_THRESHOLD_GEV)
         u = np.where(p >= 0.5, value, np.maximum(-1.0 + np.log(p / (1 - p)), -6.0))
         logs.append(np.where(hits > 0, np.maximum(u, -10.0), -10.0))
+        # sparse head: occupancy logit = probit(p_hit) (with unit noise a cell then fires with
+        # probability p_hit), energy = ln of the mean energy when hit
+        probit = torch.special.ndtri(torch.from_numpy(p)).numpy()
+        sparse.append(np.stack([np.where(hits > 0, probit, -6.0), np.where(hits > 0, value, 0.0)]))
     filled = [k for k, v in enumerate(logs) if v is not None]
     if not filled:
         raise UserError(f"{path}: too few events for the phase architecture's prior")
     prior = np.stack([logs[min(filled, key=lambda j: abs(j - k))] for k in range(PRIOR_KNOTS)])  # type: ignore[misc]
+    nearest = [min(filled, key=lambda j: abs(j - k)) for k in range(PRIOR_KNOTS)]
+    prior_sparse = np.stack([sparse[filled.index(j)] for j in nearest], axis=1)   # (2, K, ...)
     xt = torch.from_numpy(x)
     occ = (xt > 0).float()
     feats = shower_features(xt, occ, torch.from_numpy(e).float(),
                             torch.from_numpy(calibration_weights())).numpy()
     return {"prior": prior.astype(np.float32), "prior_knots": knots.astype(np.float32),
+            "prior_sparse": prior_sparse.astype(np.float32),
             "feature_mean": feats.mean(axis=0).astype(np.float32),
             "feature_std": np.maximum(feats.std(axis=0), 1e-3).astype(np.float32)}
