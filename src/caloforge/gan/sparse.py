@@ -58,7 +58,10 @@ def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Ten
             layer = (hard * scaled).sum(dim=(1, 2))
             shift = shift + torch.clamp(log_target - torch.log(layer + threshold), -8.0, 8.0)
         cells = torch.clamp(cells * torch.exp(shift)[:, None, None, :], min=threshold)
-    x = occ * cells
+    # the energies carry no occupancy gradient (as for the one-channel head): an energy-weighted
+    # feature of a layer with no fired cell (centroid = sum x i / (sum x + 1e-9)) would otherwise
+    # send gradients of ~1e15 into the logits; hits, spectrum and the discriminator switch cells
+    x = hard * cells
     t = torch.where(hard > 0, torch.log(cells / threshold), torch.full_like(cells, ZERO_LEVEL)) \
         + (occ - occ.detach()) * (1.0 - ZERO_LEVEL)
     return t, x, occ
