@@ -63,8 +63,9 @@ def register(subparsers: Any) -> None:
                    help="phase: R1 penalty on real inputs (default 1; 0 = off)")
     p.add_argument("--ring-weight", type=float, default=1.0,
                    help="phase: relative weight of the transverse ring-shape loss (default 1)")
-    p.add_argument("--sparse-head", action="store_true",
-                   help="phase: draw each cell's occupancy and energy apart (docs/gan.md)")
+    p.add_argument("--no-sparse-head", action="store_true",
+                   help="phase: one log-energy channel instead of the sparse head that draws "
+                        "each cell's occupancy and energy apart (docs/gan.md)")
     p.add_argument("--spectrum-weight", type=float, default=1.0,
                    help="phase: relative weight of the cell-energy spectrum loss (default 1)")
     p.add_argument("--layer-library", metavar="H5",
@@ -148,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
         r1_gamma=args.r1_gamma, grad_clip=args.grad_clip, ring_weight=args.ring_weight,
-        spectrum_weight=args.spectrum_weight, sparse_head=args.sparse_head, layer_energies=not args.no_layer_library, layer_library=args.layer_library,
+        spectrum_weight=args.spectrum_weight, sparse_head=not args.no_sparse_head,
+        layer_energies=not args.no_layer_library, layer_library=args.layer_library,
         init_generator=args.init_generator,
         data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, validation_events=args.validation_events,

@@ -85,7 +85,7 @@ class TrainConfig:
     r1_gamma: float = 1.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
     ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
-    sparse_head: bool = False           # phase: occupancy and energy per cell apart (gan.sparse)
+    sparse_head: bool = True            # phase: occupancy and energy per cell apart (gan.sparse)
     spectrum_weight: float = 1.0        # phase: relative weight of the cell-spectrum loss
     layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
     layer_library: str | None = None    # phase: MC file of that library (None: the training data)
