@@ -57,17 +57,17 @@ def register(subparsers: Any) -> None:
                    help="discriminator learning rate (default --lr for 3dgan, 2e-4 for phase)")
     p.add_argument("--lr-decay", type=positive_float, default=None,
                    help="per-epoch learning-rate factor (default 1 for 3dgan, 0.95 for phase)")
-    p.add_argument("--adv-weight", type=positive_float, default=1.0,
-                   help="phase: weight of the adversarial generator loss (default 1)")
-    p.add_argument("--r1-gamma", type=float, default=1.0,
-                   help="phase: R1 penalty on real inputs (default 1; 0 = off)")
+    p.add_argument("--adv-weight", type=positive_float, default=0.3,
+                   help="phase: weight of the adversarial generator loss (default 0.3)")
+    p.add_argument("--r1-gamma", type=float, default=10.0,
+                   help="phase: R1 penalty on real inputs (default 10; 0 = off)")
     p.add_argument("--ring-weight", type=float, default=1.0,
                    help="phase: relative weight of the transverse ring-shape loss (default 1)")
     p.add_argument("--no-sparse-head", action="store_true",
                    help="phase: one log-energy channel instead of the sparse head that draws "
                         "each cell's occupancy and energy apart (docs/gan.md)")
-    p.add_argument("--spectrum-weight", type=float, default=1.0,
-                   help="phase: relative weight of the cell-energy spectrum loss (default 1)")
+    p.add_argument("--spectrum-weight", type=float, default=3.0,
+                   help="phase: relative weight of the cell-energy spectrum loss (default 3)")
     p.add_argument("--layer-library", metavar="H5",
                    help="phase: MC file whose layer energies the generator samples (default: "
                         "the training data; best: one simulated at 64 energies equally spaced "

@@ -81,12 +81,12 @@ class TrainConfig:
     lr_decay: float = 1.0
     loss_weights: tuple[float, float, float] = (2.0, 0.1, 0.1)
     aux_weight: float = 0.0
-    adv_weight: float = 1.0             # phase: weight of the adversarial generator loss
-    r1_gamma: float = 1.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
+    adv_weight: float = 0.3             # phase: weight of the adversarial generator loss
+    r1_gamma: float = 10.0               # phase: R1 penalty on real inputs (Mescheder et al. 2018)
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
     ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
     sparse_head: bool = True            # phase: occupancy and energy per cell apart (gan.sparse)
-    spectrum_weight: float = 1.0        # phase: relative weight of the cell-spectrum loss
+    spectrum_weight: float = 3.0        # phase: relative weight of the cell-spectrum loss
     layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
     layer_library: str | None = None    # phase: MC file of that library (None: the training data)
     init_generator: str | None = None   # phase: start from these generator weights (fresh run)
