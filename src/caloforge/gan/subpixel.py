@@ -141,9 +141,9 @@ class SubPixelConvTranspose3d(nn.Module):
         wins = plans[0]
         kernels = []
         for r in self._phases():  # phase r of the common window: taps of index s*j + r
-            own = tuple(_Window(w.start, w.stop, w.left, w.right,
-                                tuple(t - (self.stride[i] - 1) + r[i] for t in w.taps))
-                        for i, w in enumerate(wins))
+            own = tuple(_Window(win.start, win.stop, win.left, win.right,
+                                tuple(t - (self.stride[i] - 1) + r[i] for t in win.taps))
+                        for i, win in enumerate(wins))
             kernels.append(_phase_kernel(w, own))
         return [torch.cat(kernels, 0)]  # phases first (blocks_first order)
 
@@ -156,10 +156,10 @@ class SubPixelConvTranspose3d(nn.Module):
         ys = []
         for i, wins in enumerate(plans):
             xi = x
-            if any(w.start > 0 or w.stop < n for w, n in zip(wins, size, strict=True)):
+            if any(win.start > 0 or win.stop < n for win, n in zip(wins, size, strict=True)):
                 xi = x[:, :, wins[0].start:wins[0].stop, wins[1].start:wins[1].stop,
                        wins[2].start:wins[2].stop]
-            pads = [v for w in reversed(wins) for v in (w.left, w.right)]  # last axis first
+            pads = [v for win in reversed(wins) for v in (win.left, win.right)]  # last axis first
             if any(pads):
                 xi = F.pad(xi, pads)
             ys.append(F.conv3d(xi, getattr(self, f"weight{i}"), self.bias))
