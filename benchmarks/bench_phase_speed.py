@@ -14,7 +14,7 @@ ratios phase / reference per precision (best layout of each), the cost of drawin
 noise per shower, and with ``--profile`` the slowest layers of each INT8/FP32 model (1 thread).
 Without ``--weights`` an untrained phase generator (seeded) is timed: speed does not depend on
 the weights' values (``--layer-library``: with the layer-energy sampler and the per-layer
-rescaling of :mod:`caloforge.gan.layers`). The reference is the package's trained 3DGAN (its
+rescaling of :mod:`caloforge.gan.layers`; ``--sparse``: the sparse head). The reference is the package's trained 3DGAN (its
 ``default/`` while that is the 3DGAN, else ``reference/``), or ``--reference``. Writes ``bench_phase_speed.json``.
 """
 
@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 
-def _phase_generator(weights: str | None, layer_library: bool):  # a torch module
+def _phase_generator(weights: str | None, layer_library: bool, sparse: bool):  # torch module
     import torch
 
     if weights:
@@ -40,7 +40,8 @@ def _phase_generator(weights: str | None, layer_library: bool):  # a torch modul
     from caloforge.gan.phase import PhaseGenerator
 
     torch.manual_seed(0)
-    g = PhaseGenerator(layer_library=(LIBRARY_KNOTS, LIBRARY_ENTRIES) if layer_library else None)
+    g = PhaseGenerator(layer_library=(LIBRARY_KNOTS, LIBRARY_ENTRIES) if layer_library else None,
+                       sparse=sparse)
     if g.layers is not None:
         g.layers.table.fill_(0.9 / 25)  # some energy in every layer: the rescaling runs
     return g.eval()
@@ -95,6 +96,7 @@ def main() -> int:
     ap.add_argument("--weights", help="phase generator weights (.safetensors); default: untrained")
     ap.add_argument("--layer-library", action="store_true",
                     help="untrained generator with the layer-energy sampler and rescaling")
+    ap.add_argument("--sparse", action="store_true", help="untrained generator, sparse head")
     ap.add_argument("--reference", help="reference ONNX/IR (default: the package's trained 3DGAN, "
                     "caloforge.gan.shipped.reference_3dgan_dir)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -116,9 +118,10 @@ def main() -> int:
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} usable cores; flags: "
           f"{' '.join(cpu_flags())}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     reference = args.reference or _reference_3dgan()
-    g = _phase_generator(args.weights, args.layer_library)
+    g = _phase_generator(args.weights, args.layer_library, args.sparse)
     print(f"phase generator: {args.weights or 'untrained'}, latent {g.latent_dim}, layer sampler "
-          f"{'yes' if getattr(g, 'layers', None) is not None else 'no'}; reference: "
+          f"{'yes' if getattr(g, 'layers', None) is not None else 'no'}, sparse head "
+          f"{'yes' if getattr(g, 'sparse', False) else 'no'}; reference: "
           f"{reference} ({_architecture(reference)})")
     models: dict[str, str | None] = {
         "reference": reference,
