@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -32,7 +33,7 @@ def export_onnx(generator: Generator | torch.nn.Module, path: str | os.PathLike[
     was_training = generator.training
     generator.eval()
     graph = subpixel_copy(generator)[0] if subpixel else generator
-    z = torch.zeros(2, generator.latent_dim)
+    z = torch.zeros(2, cast(int, generator.latent_dim))
     e = torch.full((2,), 100.0)
     try:
         with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():

@@ -31,6 +31,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,8 @@ class SubPixelConvTranspose3d(nn.Module):
         self.register_buffer("bias", bias)
 
     def _phases(self) -> list[tuple[int, int, int]]:
-        return list(itertools.product(*(range(v) for v in self.stride)))
+        return [(int(a), int(b), int(c)) for a, b, c in
+                itertools.product(*(range(v) for v in self.stride))]
 
     def _plan(self, size: tuple[int, int, int]) -> list[tuple[_Window, ...]]:
         """Per convolution: its three windows (one per spatial axis)."""
@@ -162,7 +164,7 @@ class SubPixelConvTranspose3d(nn.Module):
             pads = [v for win in reversed(wins) for v in (win.left, win.right)]  # last axis first
             if any(pads):
                 xi = F.pad(xi, pads)
-            ys.append(F.conv3d(xi, getattr(self, f"weight{i}"), self.bias))
+            ys.append(F.conv3d(xi, getattr(self, f"weight{i}"), cast(torch.Tensor, self.bias)))
         y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
         m = [int(v) for v in y.shape[2:]]
         y = y.reshape(-1, s[0], s[1], s[2], c, m[0], m[1], m[2])  # phases first; -1: batch

@@ -116,7 +116,7 @@ def _crop_chain(last: ov.Node, full: list[int]) -> _Chain | None:
     while True:
         nxt = _single_consumer(node)
         kind = None if nxt is None else nxt.get_type_name()
-        if kind == "Gather" and nxt.get_input_size() == 3:
+        if kind == "Gather" and nxt is not None and nxt.get_input_size() == 3:
             axis, index = (_const(nxt.input_value(i).get_node()) for i in (2, 1))
             if axis is None or index is None or index.ndim != 0 or int(axis) % rank != 1:
                 break
@@ -147,11 +147,11 @@ def _slice_cut(node: ov.Node, rank: int, axes: dict[int, int],
         if sp is None:
             return None
         n = out[sp][1] - out[sp][0]
-        lo, hi = (int(v) + n if v < 0 else min(int(v), n) for v in (lo, hi))
-        lo, hi = max(lo, 0), max(min(hi, n), 0)
-        if hi <= lo:
+        a_lo, a_hi = (int(v) + n if v < 0 else min(int(v), n) for v in (lo, hi))
+        a_lo, a_hi = max(a_lo, 0), max(min(a_hi, n), 0)
+        if a_hi <= a_lo:
             return None
-        out[sp] = [out[sp][0] + lo, out[sp][0] + hi]
+        out[sp] = [out[sp][0] + a_lo, out[sp][0] + a_hi]
     return out
 
 
