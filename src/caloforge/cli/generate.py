@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = show  # type: ignore[assignment]
         streams, batch_size = small_run_layout(args.events, args.streams, args.batch_size)
+        if args.backend != "openvino" and args.streams == "auto":
+            streams = 1  # the torch and onnxruntime backends run one stream
         try:
             gen = compile_model(args.model, precision, backend=args.backend, streams=streams,
                                 threads=args.threads, batch_size=batch_size)

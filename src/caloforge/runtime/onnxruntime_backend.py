@@ -64,7 +64,11 @@ class ONNXRuntimeBackend:
             sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise UserError(f"{p}: onnxruntime cannot load the model ({exc})") from None
-        return ORTGenerator(sess, config, {"model": str(p)})
+        gen = ORTGenerator(sess, config, {"model": str(p), "architecture": loaded.architecture})
+        gen.latent_dim = loaded.latent_dim  # the graph's own (200: 3DGAN; 3151/3153: phase)
+        if loaded.cell_threshold_gev is not None:
+            gen.cell_threshold_gev = loaded.cell_threshold_gev
+        return gen
 
 
 register_backend("onnxruntime", ONNXRuntimeBackend)

@@ -30,7 +30,6 @@ def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from caloforge.gan.model import Generator
     from caloforge.gan.shipped import default_weights_path
 
     p = default_weights_path() if weights is None else Path(weights)
@@ -42,12 +41,12 @@ def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
         state = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{p}: not a valid safetensors file ({exc})") from None
-    from caloforge.gan.checkpoint import apply_state, generator_state_from
+    from caloforge.gan.checkpoint import load_generator as load_either
 
-    gen = Generator()
-    # one line naming the first missing / unexpected / mis-shaped tensors
-    apply_state(gen, generator_state_from(state), p, "3DGAN generator")
-    return gen.eval()
+    # either architecture (3DGAN or phase, recognised by its tensors); one line naming the
+    # first missing / unexpected / mis-shaped tensors otherwise
+    del state
+    return load_either(p)
 
 
 class TorchGenerator(CompiledGenerator):
