@@ -32,8 +32,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data import ShowerWriter
+from caloforge.gan.layers import build_library
 from caloforge.gan.model import Discriminator, Generator
-from caloforge.gan.phase import PhaseDiscriminator, PhaseGenerator, fake_inputs
+from caloforge.gan.phase import PhaseDiscriminator, PhaseGenerator
 from caloforge.gan.steps import RECIPE_DEFAULTS, PhaseStepper, ReferenceStepper, phase_statistics
 from caloforge.gan.train import TrainConfig
 from caloforge.mc import simulate
@@ -75,6 +76,7 @@ def main() -> None:
         with ShowerWriter(Path(tmp) / "mc.h5") as w:
             w.append(images, energies)
         prior = phase_statistics(Path(tmp) / "mc.h5", b)
+        prior["layer_library"] = build_library(Path(tmp) / "mc.h5", 1e-6)
     stats = {"sf_poly": [0.0, 0.0, 0.0, 0.02], "profile_mean_x": [1.0] * 25,
              "profile_mean_y": [1.0] * 25, "profile_mean_z": [1.0] * 25,
              "moment_scale": [1.0] * 6}
@@ -85,8 +87,11 @@ def main() -> None:
         noise = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         cls = PhaseStepper if kind == "phase" else ReferenceStepper
-        st = cls(cfg, torch.device("cpu"), noise, (2.0, 500.0), stats,
-                 prior if kind == "phase" else None)
+        # the phase recipe of the shipped model: layer-energy library and sparse head
+        phase_stats = {"layer_library": list(prior["layer_library"]["table"].shape[:2]),
+                       "sparse_head": True}
+        st = cls(cfg, torch.device("cpu"), noise, (2.0, 500.0),
+                 phase_stats if kind == "phase" else stats, prior if kind == "phase" else None)
         st.finish_setup()
         return st
 
@@ -110,12 +115,12 @@ def main() -> None:
                 times[name].append(dt)
     rates = {k: round(b / statistics.median(v), 2) for k, v in times.items()}
     ref = rates["3dgan reference"]
-    z3, zp = torch.randn(1, 200), torch.randn(1, PhaseGenerator().latent_dim)
+    gp = PhaseGenerator(layer_library=(64, 256), sparse=True).eval()
+    z3, zp = torch.randn(1, 200), torch.randn(1, gp.latent_dim)
     e1 = torch.tensor([100.0])
-    g3, d3, gp, dp = Generator().eval(), Discriminator().eval(), PhaseGenerator().eval(), \
-        PhaseDiscriminator().eval()
+    g3, d3, dp = Generator().eval(), Discriminator().eval(), PhaseDiscriminator().eval()
     with torch.no_grad():
-        t, x, occ = fake_inputs(gp.forward_log(zp, e1), 1e-6)
+        t, x, occ, _ = gp.fake_parts(zp, e1)
         feats = dp.features(x, occ, e1)
     out = {
         "cpu": cpu_line(),
