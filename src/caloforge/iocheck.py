@@ -160,4 +160,15 @@ def check_io(inputs: Iterable[PathLike | None] = (),
                 raise UserError(f"{target}: is also an input ({hit}); refusing to write over it")
 
 
-__all__ = ["KINDS", "check_io", "sniff"]
+def make_output_dir(path: Path, what: str = "output folder") -> None:
+    """Create the output directory ``path`` (and its parents); a file in its place or a
+    directory that cannot be created is a UserError naming ``path`` and ``what`` it is."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a directory (the {what})")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the {what} ({exc.strerror})") from None
+
+
+__all__ = ["KINDS", "check_io", "make_output_dir", "sniff"]

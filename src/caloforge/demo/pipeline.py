@@ -39,15 +39,11 @@ from caloforge.demo.context import (
 )
 from caloforge.demo.settings import DemoSettings, settings_for
 from caloforge.errors import UserError
+from caloforge.iocheck import make_output_dir
 
 
 def _prepare_output(out: Path, settings: DemoSettings, resume: bool, log: Log) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    make_output_dir(out)
     if not os.access(out, os.W_OK):
         raise UserError(f"{out}: output folder is not writable")
     markers = out / STAGES_DIR

@@ -43,6 +43,7 @@ from caloforge.gan.shipped import (
     default_dir,
     reference_3dgan_dir,
 )
+from caloforge.iocheck import make_output_dir
 
 
 def _mc_seed(path: str) -> Any:
@@ -316,12 +317,7 @@ def _install(gen: Any, card: dict[str, Any], metadata: dict[str, Any], out: Path
     """Write the three files into a staging folder inside ``out``, then move them into place,
     the card last: a failed export (e.g. of the ONNX graph) leaves the installed model as it
     was, and the weights, graph and card are replaced within milliseconds of each other."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory (the model directory)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the model directory ({exc.strerror})") from None
+    make_output_dir(out, "model directory")
     stage = out / f".export-{os.getpid()}"
     stage.mkdir(exist_ok=True)
     try:
