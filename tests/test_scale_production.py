@@ -309,3 +309,22 @@ def test_killed_worker_loses_nothing(tmp_path, cluster):
         img_b, en_b = b.read()
     np.testing.assert_array_equal(img_a, img_b)
     np.testing.assert_array_equal(en_a, en_b)
+
+
+def test_a_gan_spec_key_follows_the_model_file_contents(tmp_path, monkeypatch) -> None:
+    """A production is resumed only with the same producer: for the GAN that is the model's
+    bytes, not its path (the shipped default can be replaced under the same file name)."""
+    from caloforge.gan.shipped import DEFAULT_DIR, DIR_ENV, reference_3dgan_dir
+    from caloforge.scale import ProducerSpec
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"first model")
+    k1 = ProducerSpec.gan(model).key()
+    model.write_bytes(b"second model, other bytes")
+    k2 = ProducerSpec.gan(model).key()
+    model.write_bytes(b"first model")
+    assert k1 != k2 and ProducerSpec.gan(model).key() == k1
+    monkeypatch.setenv(DIR_ENV, str(DEFAULT_DIR))           # the package's default (phase)
+    shipped = ProducerSpec.gan().key()
+    monkeypatch.setenv(DIR_ENV, str(reference_3dgan_dir()))  # the 3DGAN it replaced
+    assert ProducerSpec.gan().key() != shipped

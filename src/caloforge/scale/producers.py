@@ -19,6 +19,7 @@ as keyword arguments and returns a producer; the module must be importable on th
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -75,15 +76,39 @@ class ProducerSpec:
         raise UserError(f"producer {obj!r}: expected 'mc', 'gan', 'module:factory' or a ProducerSpec")
 
     def key(self) -> str:
-        """Canonical JSON text: equal specs have equal keys (cache key, fingerprint input)."""
+        """Canonical JSON text: equal specs have equal keys (cache key, fingerprint input). A GAN
+        spec's key includes the SHA-256 of its model file (the shipped one when no path is
+        given), so a production resumed after the default model changed is refused instead
+        of mixing shards of two models."""
+        obj = self.to_json()
+        if self.kind == "gan":
+            obj["model_sha256"] = _model_digest(self.options.get("model"))
         try:
-            return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+            return json.dumps(obj, sort_keys=True, separators=(",", ":"))
         except TypeError as exc:
             raise UserError(f"producer {self.kind!r}: options must be JSON values ({exc})") from None
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
         return f"{self.kind}({opts})" if opts else self.kind
+
+
+def _model_digest(model: str | None) -> str | None:
+    from caloforge.gan.shipped import default_onnx_path
+
+    try:
+        path = Path(model) if model else default_onnx_path()
+        st = path.stat()
+    except (UserError, OSError):
+        return None  # the producer itself reports a missing model
+    return _digest(str(path.resolve()), st.st_mtime_ns, st.st_size) if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    from caloforge.data.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 # ---------------------------------------------------------------------- built-in producers
