@@ -531,3 +531,24 @@ def test_trained_energy_range_does_not_hide_a_corrupt_manifest(tmp_path):
     manifest_path(model).write_text("{ not json")
     with pytest.raises(UserError, match="manifest"):
         trained_energy_range(model)
+
+
+def test_a_parameter_set_that_cannot_be_calibrated_is_a_failed_trial(synth, tmp_path, monkeypatch):
+    """NNCF refuses some range estimators on some graphs (a histogram of a constant tensor): the
+    trial fails with the reason and the search goes on to the next parameter set."""
+    import caloforge.quant.build as build
+
+    real = build.calibrate
+    refused: list[object] = []
+
+    def calibrate(model, data, params, *args, **kwargs):
+        if not refused:
+            refused.append(params)
+            raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+        return real(model, data, params, *args, **kwargs)
+
+    monkeypatch.setattr(build, "calibrate", calibrate)
+    result = _tune(synth, tmp_path / "refused")
+    failed = [t for t in result.trials if "calibration failed" in t.note]
+    assert refused and len(failed) >= 1 and failed[0].passed is False and failed[0].metric is None
+    _assert_hostile_isolated(result)

@@ -211,7 +211,10 @@ class Session:
             self._collect(cached, cached=True)
             return self._outcome(cached, cached=True)
         t0 = time.perf_counter()
-        model = self.builder.build(request.config)
+        try:
+            model = self.builder.build(request.config)
+        except (ValueError, RuntimeError) as exc:  # NNCF cannot calibrate this set on this graph
+            return self._failed_build(request, exc, t0)
         compiled = self.builder.compile(model)
         rec = TrialRecord(kind, key, request.config, note=request.note)
         if kind == PROBE:
@@ -236,6 +239,22 @@ class Session:
             self.progress(f"trial {len(self.trials):3d}: {what} "
                           f"{'PASS' if rec.passed else 'fail'}{lat}  [{request.config.summary()}]"
                           f"  {request.note}")
+        return self._outcome(rec, cached=False)
+
+    def _failed_build(self, request: Request, exc: Exception, t0: float) -> Outcome:
+        """A configuration whose calibration fails (e.g. NNCF's histogram range estimator on a
+        constant tensor) is a failed trial with the reason in its note; the search goes on."""
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        rec = TrialRecord(request.kind, request.config.key(), request.config, passed=False,
+                          note=f"{request.note}; calibration failed: {reason}".lstrip("; "),
+                          limiting="calibration failed")
+        rec.wall_s = time.perf_counter() - t0
+        rec.elapsed_s = self.elapsed()
+        self._append(rec)
+        self._collect(rec, cached=False)
+        if request.kind == TRIAL:
+            self.progress(f"trial {len(self.trials):3d}: calibration failed ({reason})  "
+                          f"[{request.config.summary()}]  {request.note}")
         return self._outcome(rec, cached=False)
 
     def _collect(self, rec: TrialRecord, cached: bool) -> None:
