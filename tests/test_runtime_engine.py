@@ -180,3 +180,15 @@ def test_upsample_conv_rewrite_is_exact(inputs, torch_ref) -> None:  # type: ign
     assert compile_model(None, "fp32", streams=1).info["folded_layers"] == [
         "/conv2/Conv/WithoutBiases", "/conv3/Conv/WithoutBiases", "/conv4/Conv",
         "/conv1/Conv/WithoutBiases"]
+
+
+def test_generate_on_a_single_stream_backend_with_more_events_than_a_batch() -> None:
+    """``streams="auto"`` on a small run picks one stream per core for OpenVINO only: the torch
+    backend runs one stream and refused the run before."""
+    from caloforge.gan.shipped import default_weights_path
+    from caloforge.runtime.generate import DEFAULT_BATCH, generate
+
+    e = np.full(DEFAULT_BATCH + 5, 50.0)
+    a = generate(e, model=default_weights_path(), backend="torch", seed=1)
+    b = generate(e, model=default_weights_path(), backend="torch", seed=1, streams=1)
+    assert a.shape == (len(e), 25, 25, 25) and np.array_equal(a, b)

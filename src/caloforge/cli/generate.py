@@ -147,9 +147,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show  # type: ignore[assignment]
-        streams, batch_size = small_run_layout(args.events, args.streams, args.batch_size)
-        if args.backend != "openvino" and args.streams == "auto":
-            streams = 1  # the torch and onnxruntime backends run one stream
+        streams, batch_size = small_run_layout(args.events, args.streams, args.batch_size,
+                                               args.backend)
         try:
             gen = compile_model(args.model, precision, backend=args.backend, streams=streams,
                                 threads=args.threads, batch_size=batch_size)

@@ -103,18 +103,18 @@ def model_energy_range(gen: CompiledGenerator, model: GeneratorModel | CompiledG
     return trained_range(model)
 
 
-def small_run_layout(n: int, streams: int | str, batch_size: int | None
-                     ) -> tuple[int | str, int | None]:
+def small_run_layout(n: int, streams: int | str, batch_size: int | None,
+                     backend: str = "openvino") -> tuple[int | str, int | None]:
     """``(streams, batch_size)`` for a run of ``n`` events: ``"auto"`` is kept for large runs;
     below :data:`AUTO_PROBE_MIN_EVENTS` it becomes one stream of ``n`` events when ``n`` fits
     one batch, else one stream per core at the default batch (the INT8 optimum measured in
-    docs/runtime.md)."""
+    docs/runtime.md) -- one stream for the single-stream backends (torch, onnxruntime)."""
     if streams != "auto" or n >= AUTO_PROBE_MIN_EVENTS:
         return streams, batch_size
     b = batch_size or DEFAULT_BATCH
     if n <= b:
         return 1, batch_size or n
-    return cpu_count(), b
+    return (cpu_count() if backend == "openvino" else 1), b
 
 
 def _compile(model: GeneratorModel | CompiledGenerator, precision: str | None,
@@ -162,7 +162,7 @@ def generate(energies: np.ndarray | list[float], model: GeneratorModel | Compile
     model's cell threshold) are exact zeros."""
     threshold = check_threshold(threshold)
     e0 = np.asarray(energies, dtype=np.float64).reshape(-1)
-    streams, batch_size = small_run_layout(max(1, e0.size), streams, batch_size)
+    streams, batch_size = small_run_layout(max(1, e0.size), streams, batch_size, backend)
     gen = _compile(model, precision, streams, batch_size, backend, threads)
     e = check_energies(energies, model_energy_range(gen, model), allow_extrapolation)
     z = latent_noise(seed, 0, e.size, gen.latent_dim)
@@ -215,7 +215,7 @@ def generate_to_file(
         raise UserError(f"n {n}: must be at least 1")
     codec = parse_codec(compression)
     threshold = check_threshold(threshold)
-    streams, batch_size = small_run_layout(n, streams, batch_size)
+    streams, batch_size = small_run_layout(n, streams, batch_size, backend)
     gen = _compile(model, precision, streams, batch_size, backend, threads)
     energy_fn = _energy_fn(energies, energy_range, model_energy_range(gen, model),
                            allow_extrapolation, seed)
