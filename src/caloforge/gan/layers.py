@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -84,22 +85,33 @@ class LayerEnergySampler(nn.Module):
         return rows * energy.reshape(-1, 1)
 
 
-def rescale_layers(u: torch.Tensor, target_gev: torch.Tensor, threshold: float,
-                   iterations: int = 3) -> torch.Tensor:
-    """Shift the log output ``u`` (B, X, Y, Z) layer by layer so that the cells above threshold
-    sum to ``target_gev`` (B, Z): ``u += ln(target + t) - ln(sum + t)`` (``t`` the threshold,
-    one just-visible cell, keeps empty layers finite), three times (a shift moves cells across the
-    threshold; the later passes correct that, to ~0.1% on a trained model). Differentiable in ``u``; the
-    per-layer scale of ``u`` itself then carries no gradient (it is normalised away)."""
-    cells = threshold * torch.exp(torch.clamp(u, max=30.0))     # one exp: e^(u+s) = e^u e^s
+def layer_shift(layer_sum: Callable[[torch.Tensor], torch.Tensor], target_gev: torch.Tensor,
+                threshold: float, iterations: int = 3) -> torch.Tensor:
+    """The per-layer log shift ``s`` (B, Z) with ``layer_sum(s) = target_gev``, by ``iterations``
+    fixed-point passes ``s += ln(target + t) - ln(layer_sum(s) + t)`` (``t`` the threshold, one
+    just-visible cell, keeps empty layers finite; each step clamped to +-8). ``layer_sum(s)``
+    gives the visible energy per layer (B, Z) after the shift ``s``."""
     log_target = torch.log(target_gev + threshold)
     shift = torch.zeros_like(target_gev)
     for _ in range(iterations):
-        s = shift[:, None, None, :]
-        layer = torch.where(u + s > 0, cells, torch.zeros_like(cells)).sum(dim=(1, 2))
-        shift = shift + torch.clamp(log_target - torch.log(layer * torch.exp(shift) + threshold),
+        shift = shift + torch.clamp(log_target - torch.log(layer_sum(shift) + threshold),
                                     -8.0, 8.0)
-    return u + shift[:, None, None, :]
+    return shift
+
+
+def rescale_layers(u: torch.Tensor, target_gev: torch.Tensor, threshold: float,
+                   iterations: int = 3) -> torch.Tensor:
+    """Shift the log output ``u`` (B, X, Y, Z) layer by layer so that the cells above threshold
+    sum to ``target_gev`` (B, Z) (:func:`layer_shift`), three passes (a shift moves cells across
+    the threshold; the later passes correct that, to ~0.1% on a trained model). Differentiable in
+    ``u``; the per-layer scale of ``u`` itself then carries no gradient (it is normalised away)."""
+    cells = threshold * torch.exp(torch.clamp(u, max=30.0))     # one exp: e^(u+s) = e^u e^s
+
+    def layer_sum(shift: torch.Tensor) -> torch.Tensor:
+        fired = torch.where(u + shift[:, None, None, :] > 0, cells, torch.zeros_like(cells))
+        return fired.sum(dim=(1, 2)) * torch.exp(shift)
+
+    return u + layer_shift(layer_sum, target_gev, threshold, iterations)[:, None, None, :]
 
 
 def build_library(path: str | os.PathLike[str], threshold: float, knots: int = LIBRARY_KNOTS,
@@ -142,4 +154,4 @@ def build_library(path: str | os.PathLike[str], threshold: float, knots: int = L
 
 
 __all__ = ["LIBRARY_ENTRIES", "LIBRARY_KNOTS", "SAMPLER_LATENT", "LayerEnergySampler",
-           "build_library", "rescale_layers"]
+           "build_library", "layer_shift", "rescale_layers"]

@@ -171,20 +171,24 @@ class PhaseGenerator(nn.Module):
             return self.layers(z[:, PHASE_LATENT_DIM:PHASE_LATENT_DIM + SAMPLER_LATENT], energy)
         return layer_energies
 
+    def _one_channel(self, z: torch.Tensor, energy: torch.Tensor,
+                     layer_energies: torch.Tensor | None) -> torch.Tensor:
+        """The one-channel head's log output, rescaled to the layer energies if any."""
+        u = self._network(z, energy)[:, 0]
+        target = self._layer_energies(z, energy, layer_energies)
+        return u if target is None else rescale_layers(u, target, float(self.cell_threshold_gev))
+
     def fake_parts(self, z: torch.Tensor, energy: torch.Tensor,
                    layer_energies: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t, x, occ, u) of generated showers, with gradients: the transformed image, GeV,
         the straight-through occupancy, and a log tensor ``u`` that is > 0 exactly where a
         cell fires (see :meth:`forward_log`)."""
-        target = self._layer_energies(z, energy, layer_energies)
         thr = float(self.cell_threshold_gev)
         if not self.sparse:
-            u = self._network(z, energy)[:, 0]
-            if target is not None:
-                u = rescale_layers(u, target, thr)
-            t, x, occ = generated_log(u), generated_gev(u, thr), occupancy(u)
-            return t, x, occ, u
+            u = self._one_channel(z, energy, layer_energies)
+            return generated_log(u), generated_gev(u, thr), occupancy(u), u
+        target = self._layer_energies(z, energy, layer_energies)
         out = self._network(z, energy)
         cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
         n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
@@ -209,7 +213,7 @@ class PhaseGenerator(nn.Module):
             return self.forward_log(z, energy, layer_energies)
         if self.sparse:
             return self.fake_parts(z, energy, layer_energies)[1]
-        u = self.forward_log(z, energy, layer_energies)
+        u = self._one_channel(z, energy, layer_energies)
         return generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
 
 

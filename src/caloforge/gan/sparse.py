@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from caloforge.gan.layers import layer_shift
 from caloforge.gan.transform import ZERO_LEVEL
 
 _CAP = 16.0  # = phase.U_MAX (threshold x e^16 = 8.9 GeV per cell)
@@ -51,13 +52,12 @@ def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Ten
     occ = hard + soft - soft.detach()
     cells = threshold * torch.exp(torch.clamp(F.softplus(value), max=_CAP))
     if target_gev is not None:
-        log_target = torch.log(target_gev + threshold)
-        shift = torch.zeros_like(target_gev)
-        for _ in range(iterations):
-            scaled = torch.clamp(cells * torch.exp(shift)[:, None, None, :], min=threshold)
-            layer = (hard * scaled).sum(dim=(1, 2))
-            shift = shift + torch.clamp(log_target - torch.log(layer + threshold), -8.0, 8.0)
-        cells = torch.clamp(cells * torch.exp(shift)[:, None, None, :], min=threshold)
+        def scaled(shift: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(cells * torch.exp(shift)[:, None, None, :], min=threshold)
+
+        shift = layer_shift(lambda s: (hard * scaled(s)).sum(dim=(1, 2)), target_gev, threshold,
+                            iterations)
+        cells = scaled(shift)
     # the energies carry no occupancy gradient (as for the one-channel head): an energy-weighted
     # feature of a layer with no fired cell (centroid = sum x i / (sum x + 1e-9)) would otherwise
     # send gradients of ~1e15 into the logits; hits, spectrum and the discriminator switch cells

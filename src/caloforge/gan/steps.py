@@ -380,11 +380,12 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
     edges = np.linspace(ell.min(), ell.max(), PRIOR_KNOTS + 1)
     knots = 0.5 * (edges[:-1] + edges[1:])
     logs: list[np.ndarray | None] = []
-    sparse: list[np.ndarray] = []
+    sparse: list[np.ndarray | None] = []
     for lo, hi in itertools.pairwise(edges):
         m = (ell >= lo) & (ell <= hi)
         if m.sum() < 8:
             logs.append(None)
+            sparse.append(None)
             continue
         hits = (x[m] > 0).sum(axis=0)
         p = np.clip(hits / m.sum(), 1e-3, 1 - 1e-3)
@@ -399,9 +400,9 @@ def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
     filled = [k for k, v in enumerate(logs) if v is not None]
     if not filled:
         raise UserError(f"{path}: too few events for the phase architecture's prior")
-    prior = np.stack([logs[min(filled, key=lambda j: abs(j - k))] for k in range(PRIOR_KNOTS)])  # type: ignore[misc]
     nearest = [min(filled, key=lambda j: abs(j - k)) for k in range(PRIOR_KNOTS)]
-    prior_sparse = np.stack([sparse[filled.index(j)] for j in nearest], axis=1)   # (2, K, ...)
+    prior = np.stack([logs[j] for j in nearest])  # type: ignore[misc]
+    prior_sparse = np.stack([sparse[j] for j in nearest], axis=1)  # type: ignore[misc]  # (2, K, ...)
     xt = torch.from_numpy(x)
     occ = (xt > 0).float()
     feats = shower_features(xt, occ, torch.from_numpy(e).float(),
