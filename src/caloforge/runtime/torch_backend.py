@@ -25,11 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
-    """A :class:`~caloforge.gan.model.Generator` in eval mode with ``weights`` (safetensors;
-    ``None``: the shipped weights)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """The generator of ``weights`` (safetensors; ``None``: the shipped weights) in eval mode,
+    of either architecture (3DGAN or phase, recognised by its tensors:
+    :func:`caloforge.gan.checkpoint.load_generator`, which names the file and the first
+    missing, unexpected or mis-shaped tensors of a wrong or corrupt file in one line)."""
+    from caloforge.gan.checkpoint import load_generator as load_either
     from caloforge.gan.shipped import default_weights_path
 
     p = default_weights_path() if weights is None else Path(weights)
@@ -37,15 +37,6 @@ def load_generator(weights: str | os.PathLike[str] | None = None) -> Any:
         raise UserError(f"{p}: no such weights file")
     if p.suffix.lower() != ".safetensors":
         raise UserError(f"{p}: the torch backend reads safetensors weights (.safetensors)")
-    try:
-        state = load_file(str(p))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{p}: not a valid safetensors file ({exc})") from None
-    from caloforge.gan.checkpoint import load_generator as load_either
-
-    # either architecture (3DGAN or phase, recognised by its tensors); one line naming the
-    # first missing / unexpected / mis-shaped tensors otherwise
-    del state
     return load_either(p)
 
 
