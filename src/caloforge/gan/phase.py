@@ -42,7 +42,7 @@ from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
 from caloforge.gan.layers import SAMPLER_LATENT, LayerEnergySampler, rescale_layers
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
-from caloforge.gan.sparse import log_cells, noise_maps, sparse_cells
+from caloforge.gan.sparse import log_cells, noise_maps, sparse_cells, sparse_gev
 from caloforge.gan.transform import generated_gev, generated_log, occupancy, to_log
 
 #: Latent inputs: 64 global numbers, then one noise value per cell of the 7^3 and 14^3 grids.
@@ -188,14 +188,22 @@ class PhaseGenerator(nn.Module):
         if not self.sparse:
             u = self._one_channel(z, energy, layer_energies)
             return generated_log(u), generated_gev(u, thr), occupancy(u), u
+        logit, value, target = self._sparse_inputs(z, energy, layer_energies)
+        t, x, occ = sparse_cells(logit, value, target, thr)
+        return t, x, occ, log_cells(t, logit)
+
+    def _sparse_inputs(self, z: torch.Tensor, energy: torch.Tensor,
+                       layer_energies: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The sparse head's noisy occupancy logits and log energies (B, 25, 25, 25) and the
+        layer energies (B, 25) GeV the image is rescaled to (None: no rescaling)."""
         target = self._layer_energies(z, energy, layer_energies)
         out = self._network(z, energy)
         cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
         n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
         n_val = cell_noise[:, self.noise_maps[1]].reshape(-1, *IMAGE_SHAPE)
         logit = out[:, 0] + self.noise_occ * n_occ
-        t, x, occ = sparse_cells(logit, out[:, 1] + self.noise_val * n_val, target, thr)
-        return t, x, occ, log_cells(t, logit)
+        return logit, out[:, 1] + self.noise_val * n_val, target
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
                     layer_energies: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +220,8 @@ class PhaseGenerator(nn.Module):
         if log:
             return self.forward_log(z, energy, layer_energies)
         if self.sparse:
-            return self.fake_parts(z, energy, layer_energies)[1]
+            logit, value, target = self._sparse_inputs(z, energy, layer_energies)
+            return sparse_gev(logit, value, target, float(self.cell_threshold_gev))
         u = self._one_channel(z, energy, layer_energies)
         return generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
 

@@ -67,6 +67,13 @@ def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Ten
     return t, x, occ
 
 
+def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tensor | None,
+               threshold: float) -> torch.Tensor:
+    """The cell energies in GeV (B, X, Y, Z) of :func:`sparse_cells` alone: the inference path
+    (``PhaseGenerator.forward``, the exported graph), no gradients needed."""
+    return sparse_cells(logit, value, target_gev, threshold)[1]
+
+
 def log_cells(t: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
     """One tensor that is > 0 exactly where a cell fires: its log energy there, its (negative)
     occupancy logit elsewhere (what :func:`caloforge.gan.features.summary_features` and the
@@ -74,4 +81,4 @@ def log_cells(t: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
     return torch.where(logit > 0, t + 1e-4, logit)
 
 
-__all__ = ["log_cells", "noise_maps", "sparse_cells"]
+__all__ = ["log_cells", "noise_maps", "sparse_cells", "sparse_gev"]
