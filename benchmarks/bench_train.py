@@ -35,7 +35,8 @@ from caloforge.data import ShowerWriter
 from caloforge.gan.layers import build_library
 from caloforge.gan.model import Discriminator, Generator
 from caloforge.gan.phase import PhaseDiscriminator, PhaseGenerator
-from caloforge.gan.steps import RECIPE_DEFAULTS, PhaseStepper, ReferenceStepper, phase_statistics
+from caloforge.gan.phase_stats import phase_statistics
+from caloforge.gan.steps import RECIPE_DEFAULTS, PhaseStepper, ReferenceStepper
 from caloforge.gan.train import TrainConfig
 from caloforge.mc import simulate
 

@@ -118,7 +118,7 @@ def _mc(path, n: int, seed: int):
 def test_short_phase_training_improves_the_validation_score(tmp_path) -> None:
     """48 steps of the phase recipe lower the validation feature score below that of the
     untrained generator (the data prior alone), scored on the same noise."""
-    from caloforge.gan.steps import phase_statistics
+    from caloforge.gan.phase_stats import phase_statistics
     from caloforge.gan.train import TrainConfig, train
     from caloforge.gan.validation import Validator
 

@@ -66,6 +66,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-sparse-head", action="store_true",
                    help="phase: one log-energy channel instead of the sparse head that draws "
                         "each cell's occupancy and energy apart (docs/gan.md)")
+    p.add_argument("--no-layer-occupancy", action="store_true",
+                   help="phase (sparse head + library): the cells' occupancy does not follow "
+                        "the sampled layer energy (docs/gan.md)")
     p.add_argument("--spectrum-weight", type=float, default=3.0,
                    help="phase: relative weight of the cell-energy spectrum loss (default 3)")
     p.add_argument("--layer-library", metavar="H5",
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
         r1_gamma=args.r1_gamma, grad_clip=args.grad_clip, ring_weight=args.ring_weight,
         spectrum_weight=args.spectrum_weight, sparse_head=not args.no_sparse_head,
+        layer_occupancy=not args.no_layer_occupancy,
         layer_energies=not args.no_layer_library, layer_library=args.layer_library,
         init_generator=args.init_generator,
         data=args.data, output=args.output, epochs=args.epochs, batch_size=args.batch_size,

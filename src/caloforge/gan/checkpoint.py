@@ -121,7 +121,8 @@ def load_generator(path: str | os.PathLike[str], map_location: str | torch.devic
                                if "conv1.weight" in state else 32,
                                layer_library=None if table is None or table.ndim != 3
                                else (int(table.shape[0]), int(table.shape[1])),
-                               sparse="noise_maps" in state)
+                               sparse="noise_maps" in state,
+                               layer_occupancy="occ_layer" in state)
         apply_state(phase, state, path, "phase generator")
         return phase.eval().to(map_location)  # type: ignore[return-value]
     if "dense.weight" not in state:

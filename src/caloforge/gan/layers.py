@@ -84,6 +84,20 @@ class LayerEnergySampler(nn.Module):
         rows = self.table.reshape(K * M, Z)[(k * M + j).long()]
         return rows * energy.reshape(-1, 1)
 
+    def log_mean(self, energy: torch.Tensor, threshold: float) -> torch.Tensor:
+        """(B, Z): the library's mean of ``ln(E_l + threshold)`` at ``energy`` (B,) GeV, linear
+        in ``ln E`` between the knots (the filled entries of each knot; only buffers enter, so
+        an exported graph folds the per-knot table to a constant)."""
+        K, M, _ = self.table.shape
+        filled = (torch.arange(M, device=self.table.device)[None, :] < self.counts[:, None])
+        logs = torch.log(self.table * torch.exp(self.knots)[:, None, None] + threshold)
+        per_knot = (logs * filled[:, :, None]).sum(dim=1) / self.counts[:, None]      # (K, Z)
+        k0 = self.knots[0]
+        pos = torch.clamp((torch.log(energy) - k0) / (self.knots[1] - k0), 0.0, K - 1.0)
+        lo = torch.clamp(torch.floor(pos), max=K - 2.0)
+        w = (pos - lo)[:, None]
+        return per_knot[lo.long()] * (1.0 - w) + per_knot[lo.long() + 1] * w
+
 
 def layer_shift(layer_sum: Callable[[torch.Tensor], torch.Tensor], target_gev: torch.Tensor,
                 threshold: float, iterations: int = 3) -> torch.Tensor:

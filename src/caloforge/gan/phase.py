@@ -93,7 +93,8 @@ class PhaseGenerator(nn.Module):
     prior_sparse: torch.Tensor
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
-                 layer_library: tuple[int, int] | None = None, sparse: bool = False) -> None:
+                 layer_library: tuple[int, int] | None = None, sparse: bool = False,
+                 layer_occupancy: bool = False) -> None:
         super().__init__()
         #: sparse head (caloforge.gan.sparse): occupancy and energy of each cell drawn apart
         self.sparse = sparse
@@ -123,13 +124,25 @@ class PhaseGenerator(nn.Module):
             self.noise_occ = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
             self.noise_val = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
             self.register_buffer("prior_sparse", torch.zeros((2, PRIOR_KNOTS, cells)))
+        #: the occupancy logit of every cell of layer l moves by ``occ_layer[l](E) x (ln(E_l +
+        #: t) - <ln(E_l + t)>_E) + occ_global[l](E) x xi`` (``xi`` the last global latent
+        #: number): a layer that gets more energy than usual has more hits, and the hits of all
+        #: layers of a shower fluctuate together, as in the MC (at 100 GeV per-layer hit counts
+        #: correlate with the layer energy at 0.5-0.8, and what remains is correlated across
+        #: layers: the variance of its sum is 3.3x the sum of its variances)
+        self.layer_occupancy = bool(layer_occupancy and sparse and self.layers is not None)
+        if self.layer_occupancy:
+            self.occ_layer = nn.Parameter(torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[2])))
+            self.occ_global = nn.Parameter(torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[2])))
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
         self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
                                                    * IMAGE_SHAPE[2])))
         self.register_buffer("prior_knots", torch.linspace(-3.9, 1.6, PRIOR_KNOTS))
 
     def set_prior(self, prior: torch.Tensor, knots: torch.Tensor,
-                  prior_sparse: torch.Tensor | None = None) -> None:
+                  prior_sparse: torch.Tensor | None = None,
+                  occ_layer: torch.Tensor | None = None,
+                  occ_global: torch.Tensor | None = None) -> None:
         """Per-cell log prior (transformed units) at ``knots`` (ascending values of
         ``ln(E/100)``): ``prior`` has shape (PRIOR_KNOTS, 25, 25, 25); a sparse head's
         ``prior_sparse`` (2, PRIOR_KNOTS, ...) holds the occupancy logits and log energies."""
@@ -138,15 +151,23 @@ class PhaseGenerator(nn.Module):
             self.prior_knots.copy_(knots.reshape(-1))
             if prior_sparse is not None:
                 self.prior_sparse.copy_(prior_sparse.reshape(self.prior_sparse.shape))
+            if occ_layer is not None and self.layer_occupancy:
+                self.occ_layer.copy_(occ_layer.reshape(self.occ_layer.shape))
+            if occ_global is not None and self.layer_occupancy:
+                self.occ_global.copy_(occ_global.reshape(self.occ_global.shape))
+
+    def _hat(self, ell: torch.Tensor) -> torch.Tensor:
+        """(B, K) weights of the prior knots at ``ell = ln(E/100)`` (B, 1): hat functions,
+        constant beyond the end knots."""
+        k = self.prior_knots
+        ell = torch.clamp(ell, k[0], k[-1])
+        return torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / (k[1] - k[0]), min=0.0)
 
     def prior_image(self, ell: torch.Tensor) -> torch.Tensor:
         """The prior at ``ell = ln(E/100)`` (B, 1): piecewise linear between the knots (hat
         functions, constant beyond the end knots), shape (B, C, 25, 25, 25) (C = 2 for a
         sparse head: occupancy logits and log energies, else 1)."""
-        k = self.prior_knots
-        ell = torch.clamp(ell, k[0], k[-1])
-        step = k[1] - k[0]
-        hat = torch.clamp(1.0 - torch.abs(ell - k.reshape(1, -1)) / step, min=0.0)   # (B, K)
+        hat = self._hat(ell)
         if self.sparse:  # (B, 2, 25, 25, 25): occupancy logits and log energies
             return torch.stack([hat @ self.prior_sparse[0], hat @ self.prior_sparse[1]],
                                dim=1).reshape(-1, 2, *IMAGE_SHAPE)
@@ -203,6 +224,13 @@ class PhaseGenerator(nn.Module):
         n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
         n_val = cell_noise[:, self.noise_maps[1]].reshape(-1, *IMAGE_SHAPE)
         logit = out[:, 0] + self.noise_occ * n_occ
+        if self.layer_occupancy and target is not None and self.layers is not None:
+            thr = float(self.cell_threshold_gev)
+            excess = torch.log(target + thr) - self.layers.log_mean(energy, thr)     # (B, Z)
+            hat = self._hat(_conditions(energy)[:, :1])
+            xi = z[:, GLOBAL_LATENT - 1:GLOBAL_LATENT]                                # (B, 1)
+            shift = (hat @ self.occ_layer) * excess + (hat @ self.occ_global) * xi   # (B, Z)
+            logit = logit + shift[:, None, None, :]
         return logit, out[:, 1] + self.noise_val * n_val, target
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,

@@ -21,11 +21,9 @@ checkpoints, resume, validation) the same way for both.
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +39,6 @@ from caloforge.gan.features import (
 from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
 from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
 from caloforge.gan.phase import (
-    PRIOR_KNOTS,
     U_MAX,
     PhaseDiscriminator,
     PhaseGenerator,
@@ -252,19 +249,23 @@ class PhaseStepper(Stepper):
         library = stats.get("layer_library")  # (knots, entries) or None
         gen = PhaseGenerator(cell_threshold_gev=self.threshold,
                              layer_library=None if library is None else tuple(library),
-                             sparse=bool(stats.get("sparse_head", False)))
+                             sparse=bool(stats.get("sparse_head", False)),
+                             layer_occupancy=bool(stats.get("layer_occupancy", False)))
         disc = PhaseDiscriminator()
         if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
             if prior.get("init_state") is not None:  # start from another run's generator
                 init = _adapt_init({k: v for k, v in prior["init_state"].items()
                                     if not k.startswith("layers.")}, gen)
                 missing, unexpected = gen.load_state_dict(init, strict=False)
-                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2.")
+                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2.",
+                         "occ_layer", "occ_global")
                 if unexpected or any(not k.startswith(fresh) for k in missing):
                     raise UserError("init_generator: not a phase generator of this shape "
                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]),
-                          torch.as_tensor(prior["prior_sparse"]) if gen.sparse else None)
+                          torch.as_tensor(prior["prior_sparse"]) if gen.sparse else None,
+                          torch.as_tensor(prior["occ_layer"]) if "occ_layer" in prior else None,
+                          torch.as_tensor(prior["occ_global"]) if "occ_global" in prior else None)
             if gen.layers is not None:
                 lib = prior["layer_library"]
                 gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
@@ -353,61 +354,3 @@ def _adapt_init(state: dict[str, torch.Tensor], gen: PhaseGenerator) -> dict[str
     if gen.sparse and w is not None and w.shape[1] == 1:
         state = {k: v for k, v in state.items() if not k.startswith("up2.")}
     return state
-
-
-def phase_statistics(path: Any, n_events: int = 4000) -> dict[str, np.ndarray]:
-    """Data-derived buffers of the ``phase`` models, from the first ``n_events`` events.
-
-    The per-cell log prior at ``PRIOR_KNOTS`` energies (the centres of equal bins in
-    ``l = ln(E/100)``; a bin with too few events copies its nearest neighbour): per cell, the log
-    of the mean energy of the cell *when hit* (transformed units) for a cell hit in at least half
-    of the showers, and ``max(-1 + logit(p_hit), -6)`` (below zero: off) for a cell hit less often --
-    the best a deterministic image can do; the network's noise inputs then switch on the random
-    hits (within reach of the occupancy gradient). Cells never hit sit at -10. Also the mean and spread of the high-level features
-    (discriminator input
-    standardisation and moment-loss units)."""
-    from caloforge.data import open_showers
-    from caloforge.gan.features import calibration_weights, shower_features
-
-    with open_showers(path) as f:
-        imgs, ens = [], []
-        for img, e in f.iter_chunks(1000, 0, n_events):
-            imgs.append(np.where(img >= CELL_THRESHOLD_GEV, img, 0).astype(np.float32))
-            ens.append(e.astype(np.float64))
-    x = np.concatenate(imgs)
-    e = np.concatenate(ens)
-    ell = np.log(e / ENERGY_SCALE_GEV)
-    edges = np.linspace(ell.min(), ell.max(), PRIOR_KNOTS + 1)
-    knots = 0.5 * (edges[:-1] + edges[1:])
-    logs: list[np.ndarray | None] = []
-    sparse: list[np.ndarray | None] = []
-    for lo, hi in itertools.pairwise(edges):
-        m = (ell >= lo) & (ell <= hi)
-        if m.sum() < 8:
-            logs.append(None)
-            sparse.append(None)
-            continue
-        hits = (x[m] > 0).sum(axis=0)
-        p = np.clip(hits / m.sum(), 1e-3, 1 - 1e-3)
-        mean_hit = x[m].sum(axis=0, dtype=np.float64) / np.maximum(hits, 1)
-        value = np.log(np.maximum(mean_hit, CELL_THRESHOLD_GEV) / CELL_THRESHOLD_GEV)
-        u = np.where(p >= 0.5, value, np.maximum(-1.0 + np.log(p / (1 - p)), -6.0))
-        logs.append(np.where(hits > 0, np.maximum(u, -10.0), -10.0))
-        # sparse head: occupancy logit = probit(p_hit) (with unit noise a cell then fires with
-        # probability p_hit), energy = ln of the mean energy when hit
-        probit = torch.special.ndtri(torch.from_numpy(p)).numpy()
-        sparse.append(np.stack([np.where(hits > 0, probit, -6.0), np.where(hits > 0, value, 0.0)]))
-    filled = [k for k, v in enumerate(logs) if v is not None]
-    if not filled:
-        raise UserError(f"{path}: too few events for the phase architecture's prior")
-    nearest = [min(filled, key=lambda j: abs(j - k)) for k in range(PRIOR_KNOTS)]
-    prior = np.stack([logs[j] for j in nearest])  # type: ignore[misc]
-    prior_sparse = np.stack([sparse[j] for j in nearest], axis=1)  # type: ignore[misc]  # (2, K, ...)
-    xt = torch.from_numpy(x)
-    occ = (xt > 0).float()
-    feats = shower_features(xt, occ, torch.from_numpy(e).float(),
-                            torch.from_numpy(calibration_weights())).numpy()
-    return {"prior": prior.astype(np.float32), "prior_knots": knots.astype(np.float32),
-            "prior_sparse": prior_sparse.astype(np.float32),
-            "feature_mean": feats.mean(axis=0).astype(np.float32),
-            "feature_std": np.maximum(feats.std(axis=0), 1e-3).astype(np.float32)}

@@ -31,13 +31,13 @@ from caloforge.gan import resume, rundir
 from caloforge.gan.checkpoint import generator_state_from, load_tensors, save_generator
 from caloforge.gan.data import CELL_THRESHOLD_GEV, ShowerStream, data_statistics, energy_range_of
 from caloforge.gan.layers import build_library
+from caloforge.gan.phase_stats import layer_occupancy_coefficients, phase_statistics
 from caloforge.gan.rundir import hardware_summary, latest_checkpoint
 from caloforge.gan.steps import (
     ARCHITECTURES,
     PhaseStepper,
     ReferenceStepper,
     Stepper,
-    phase_statistics,
     sampling_fraction,
 )
 from caloforge.gan.validation import Validator
@@ -86,6 +86,7 @@ class TrainConfig:
     grad_clip: float = 10.0             # phase: generator gradient-norm clip (0 = off)
     ring_weight: float = 1.0            # phase: relative weight of the transverse ring-shape loss
     sparse_head: bool = True            # phase: occupancy and energy per cell apart (gan.sparse)
+    layer_occupancy: bool = True        # phase, sparse + library: hits follow the layer energy
     spectrum_weight: float = 3.0        # phase: relative weight of the cell-spectrum loss
     layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
     layer_library: str | None = None    # phase: MC file of that library (None: the training data)
@@ -214,13 +215,20 @@ def _make_stepper(cfg: TrainConfig, device: torch.device, noise: torch.Generator
     if cfg.architecture == "phase":
         stats: dict[str, Any] = found[1]["data_statistics"] if found else {"architecture": "phase"}
         if found is None:
-            prior = phase_statistics(cfg.data, max(1, min(4000, cfg.max_events or 4000)))
+            # a separate library file (simulated equally in ln E) also feeds the prior
+            prior = phase_statistics(cfg.data, max(1, min(4000, cfg.max_events or 4000)),
+                                     cfg.layer_library if cfg.layer_energies else None)
             stats["layer_library"] = None
             stats["sparse_head"] = cfg.sparse_head
+            stats["layer_occupancy"] = False
             if cfg.layer_energies:
                 lib = build_library(cfg.layer_library or cfg.data, CELL_THRESHOLD_GEV)
                 prior["layer_library"] = lib
                 stats["layer_library"] = list(lib["table"].shape[:2])
+                if cfg.sparse_head and cfg.layer_occupancy:
+                    stats["layer_occupancy"] = True
+                    prior["occ_layer"], prior["occ_global"] = layer_occupancy_coefficients(
+                        prior, lib)
             if cfg.init_generator:
                 prior["init_state"] = generator_state_from(
                     load_tensors(cfg.init_generator, "generator weights file (safetensors)"))
