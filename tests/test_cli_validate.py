@@ -168,3 +168,19 @@ def test_cli_bad_candidate_data_leaves_no_output_folder(files, tmp_path, capsys)
     assert main(["validate", "--reference", str(ref), "--candidate", str(cand), "--output",
                  str(out), "--no-plots", "--no-classifier", "--quiet"]) == 2
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_cli_all_empty_candidate_is_reported_not_a_traceback(files, tmp_path, capsys) -> None:
+    """A broken generator's showers (every cell 0): the response is -100% in every bin, the
+    width of an empty bin is undefined, and the report says so instead of crashing."""
+    ref, _, _, _ = files
+    images, energies = read_showers(ref)
+    empty = tmp_path / "empty.h5"
+    write_showers(empty, np.zeros_like(images), energies)
+    out = tmp_path / "report"
+    rc = main(["validate", "--reference", str(ref), "--candidate", str(empty), "--output",
+               str(out), "--no-plots", "--quiet"])
+    assert rc == 0
+    report = (out / "report.md").read_text()
+    assert "NOT compatible" in report
+    assert "-100.00%" in report and "undefined" in report

@@ -35,8 +35,12 @@ def _metrics_table(rep: Report, result: dict[str, Any]) -> None:
              f"{FAR_AUC:g}. Lower is better for every metric (AUC 0.5 = indistinguishable).")
 
 
-def _pct(v: Any) -> Any:
-    return None if not isinstance(v, float) else f"{v:+.1%}"
+def _diff(value: float | None, err: float | None, spec: str, err_spec: str) -> str:
+    """``value ± err``; "undefined" where the candidate has no value (e.g. the resolution of a
+    bin whose showers are all empty)."""
+    if value is None:
+        return "undefined"
+    return f"{value:{spec}}" + ("" if err is None else f" ± {err:{err_spec}}")
 
 
 def _scan_tables(rep: Report, result: dict[str, Any]) -> None:
@@ -71,10 +75,12 @@ def _scan_tables(rep: Report, result: dict[str, Any]) -> None:
                 continue
             mark = {q: "" if d[f"ok_{q}"] else " ✗" for q in t}
             body.append([d["energy"],
-                         f"{d['d_response']:+.2%} ± {d['d_response_err']:.2%}{mark['response']}",
-                         f"{_pct(d['d_resolution'])} ± {d['d_resolution_err']:.0%}{mark['resolution']}",
-                         f"{_pct(d['d_hits'])} ± {d['d_hits_err']:.1%}{mark['hits']}",
-                         f"{d['d_shower_max']:+.2f} ± {d['d_shower_max_err']:.2f}{mark['shower_max']}"])
+                         _diff(d["d_response"], d["d_response_err"], "+.2%", ".2%") + mark["response"],
+                         _diff(d["d_resolution"], d["d_resolution_err"], "+.1%", ".0%")
+                         + mark["resolution"],
+                         _diff(d["d_hits"], d["d_hits_err"], "+.1%", ".1%") + mark["hits"],
+                         _diff(d["d_shower_max"], d["d_shower_max_err"], "+.2f", ".2f")
+                         + mark["shower_max"]])
         rep.table(["E [GeV]", "Δ response", "Δ width", "Δ hits", "Δ shower max [layers]"], body)
 
 

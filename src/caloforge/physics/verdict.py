@@ -123,7 +123,10 @@ _TARGET_NAMES = {"response": "response", "resolution": "width", "hits": "hits",
 
 def _miss(row: dict[str, Any], q: str) -> str:
     d = row[f"d_{q}"]
-    val = f"{d:+.2f} layers" if q == "shower_max" else f"{d:+.1%}"
+    if d is None or not math.isfinite(d):
+        val = "undefined"          # e.g. the width of a bin whose candidate showers are empty
+    else:
+        val = f"{d:+.2f} layers" if q == "shower_max" else f"{d:+.1%}"
     return f"{_TARGET_NAMES.get(q, q)} {val} at {row['energy']:g} GeV"
 
 
