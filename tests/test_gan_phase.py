@@ -197,3 +197,33 @@ def test_spectrum_features_count_cells_per_log_energy_bin_in_core_and_halo() -> 
     expected[0, 1] = 1.5
     expected[1, 1] = 0.5
     assert torch.allclose(counts, expected, atol=1e-6)
+
+
+def test_init_generator_takes_a_simpler_phase_start_and_refuses_a_3dgan(tmp_path) -> None:
+    """``train --init-generator``: a one-channel phase generator without a library starts a run
+    with the library, the sparse head and the layer-occupancy coupling (those tensors start
+    from the data; the first convolution is taken over unchanged before training moves it); a
+    3DGAN weights file is refused with a one-line UserError naming the problem."""
+    from caloforge.errors import UserError
+    from caloforge.gan.checkpoint import load_generator, save_generator
+    from caloforge.gan.model import Generator
+    from caloforge.gan.train import TrainConfig, train
+
+    data = _mc(tmp_path / "train.h5", 64, 23)
+    common = dict(data=str(data), architecture="phase", epochs=1, batch_size=32,
+                  optimizer="adam", lr=1e-12, lr_d=1e-12, betas=(0.5, 0.9), aux_weight=10.0,
+                  aux_groups=2, adv_weight=0.3, progress=False, seed=5, threads=2)
+    first = train(TrainConfig(output=str(tmp_path / "plain"), sparse_head=False,
+                              layer_energies=False, **common))
+    start = load_generator(first.output / "generators" / "epoch-0001.safetensors")
+    assert not start.sparse and start.layers is None
+    init = first.output / "generators" / "epoch-0001.safetensors"
+    res = train(TrainConfig(output=str(tmp_path / "full"), init_generator=str(init), **common))
+    full = load_generator(res.output / "generators" / "epoch-0001.safetensors")
+    assert full.sparse and full.layers is not None and full.layer_occupancy
+    # lr 1e-12: two Adam steps move a weight by ~2e-12 at most
+    torch.testing.assert_close(full.conv1.weight, start.conv1.weight, atol=1e-9, rtol=0)
+    assert float(full.occ_layer.detach().abs().sum()) > 0   # set from the data, not zeros
+    bad = save_generator(Generator(), tmp_path / "3dgan.safetensors")
+    with pytest.raises(UserError, match="not a phase generator"):
+        train(TrainConfig(output=str(tmp_path / "bad"), init_generator=str(bad), **common))

@@ -139,6 +139,20 @@ class PhaseGenerator(nn.Module):
                                                    * IMAGE_SHAPE[2])))
         self.register_buffer("prior_knots", torch.linspace(-3.9, 1.6, PRIOR_KNOTS))
 
+    def added_tensors(self) -> tuple[str, ...]:
+        """Name prefixes of the tensors of the parts this model has on top of the plain
+        one-channel phase generator (the layer-energy sampler, the sparse head and its last
+        layer, the layer-occupancy coupling): what a starting point of another configuration
+        (``train --init-generator``) may lack."""
+        names: list[str] = []
+        if self.layers is not None:
+            names.append("layers.")
+        if self.sparse:
+            names += ["noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2."]
+        if self.layer_occupancy:
+            names += ["occ_layer", "occ_global"]
+        return tuple(names)
+
     def set_prior(self, prior: torch.Tensor, knots: torch.Tensor,
                   prior_sparse: torch.Tensor | None = None,
                   occ_layer: torch.Tensor | None = None,

@@ -254,14 +254,7 @@ class PhaseStepper(Stepper):
         disc = PhaseDiscriminator()
         if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
             if prior.get("init_state") is not None:  # start from another run's generator
-                init = _adapt_init({k: v for k, v in prior["init_state"].items()
-                                    if not k.startswith("layers.")}, gen)
-                missing, unexpected = gen.load_state_dict(init, strict=False)
-                fresh = ("layers.", "noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2.",
-                         "occ_layer", "occ_global")
-                if unexpected or any(not k.startswith(fresh) for k in missing):
-                    raise UserError("init_generator: not a phase generator of this shape "
-                                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                _load_init(gen, prior["init_state"])
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]),
                           torch.as_tensor(prior["prior_sparse"]) if gen.sparse else None,
                           torch.as_tensor(prior["occ_layer"]) if "occ_layer" in prior else None,
@@ -344,6 +337,21 @@ class PhaseStepper(Stepper):
                                                                    cfg.grad_clip))
         self.opt_g.step()
         return logs
+
+
+def _load_init(gen: PhaseGenerator, state: dict[str, torch.Tensor]) -> None:
+    """Load another run's generator weights as the start of ``gen`` (not its library); a tensor
+    of ``gen`` it lacks must be one of the parts ``gen`` adds (:meth:`PhaseGenerator.added_tensors`)."""
+    init = _adapt_init({k: v for k, v in state.items() if not k.startswith("layers.")}, gen)
+    own = gen.state_dict()
+    fresh = gen.added_tensors()
+    missing = [k for k in own if k not in init and not k.startswith("layers.")]
+    unexpected = [k for k in init if k not in own]
+    wrong = [k for k in init if k in own and init[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(fresh) for k in missing):
+        raise UserError("init_generator: not a phase generator of this shape (missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]}, other shape {wrong[:3]})")
+    gen.load_state_dict(init, strict=False)
 
 
 def _adapt_init(state: dict[str, torch.Tensor], gen: PhaseGenerator) -> dict[str, torch.Tensor]:
