@@ -160,3 +160,40 @@ def test_replacing_a_3dgan_default_keeps_the_3dgan_as_reference(installed, tmp_p
     # a second export (another phase epoch) leaves the reference alone
     card = ship.export_default(installed[2], epoch=1)
     assert "replaced" not in card and (reference / CARD_NAME).read_bytes() == before[CARD_NAME]
+
+
+def test_export_calibrates_a_sparse_model_with_an_independent_file_only(installed, mc_file,
+                                                                        tmp_path) -> None:
+    """``export_default(calibrate_with=...)``: the installed weights carry the calibrated prior
+    (the run's file is untouched) and the card records the calibration; calibrating with the
+    test data itself is refused with one line."""
+    from caloforge.errors import UserError
+    from caloforge.gan.checkpoint import load_generator, read_metadata, save_generator
+    from caloforge.gan.phase import PhaseGenerator
+    from caloforge.gan.ship import export_default
+
+    _, _, run, floor = installed
+    src = run / "generators" / "epoch-0001.safetensors"
+    meta = read_metadata(src)
+    one_channel = load_generator(src)
+    torch.manual_seed(1)
+    gen = PhaseGenerator(layer_library=(KNOTS, ENTRIES), sparse=True)
+    gen.layers.load_state_dict(one_channel.layers.state_dict())
+    sparse_run = tmp_path / "sparse-run"
+    (sparse_run / "generators").mkdir(parents=True)
+    (sparse_run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
+    save_generator(gen.eval(), sparse_run / "generators" / "epoch-0001.safetensors",
+                   {"epoch": 1, "energy_range_gev": [10.0, 100.0], "architecture": "phase",
+                    "config": json.loads(meta["config"])})
+    with pytest.raises(UserError, match="calibration file is the test data"):
+        export_default(sparse_run, epoch=1, test_data=str(mc_file), calibrate_with=str(mc_file),
+                       dest=tmp_path / "never")
+    card = export_default(sparse_run, epoch=1, calibrate_with=str(floor), dest=tmp_path / "cal",
+                          keep_reference=False)
+    assert card["calibration"]["passes"] == 4 and card["calibration"]["file"] == str(floor)
+    offsets = card["calibration"]["probit_offset_per_pass"]
+    assert offsets[-1] < offsets[0]
+    installed_gen = load_generator(tmp_path / "cal" / WEIGHTS_NAME)
+    assert not torch.equal(installed_gen.prior_sparse, gen.prior_sparse)
+    assert torch.equal(load_generator(sparse_run / "generators" / "epoch-0001.safetensors")
+                       .prior_sparse, gen.prior_sparse)

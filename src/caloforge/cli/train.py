@@ -117,6 +117,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--install-dir", metavar="DIR",
                    help="with --export-default: install there instead of the package default "
                         "(then CALOFORGE_DEFAULT_MODEL_DIR=DIR makes it the default to try)")
+    p.add_argument("--calibrate-with", metavar="H5",
+                   help="with --export-default: calibrate the sparse prior's per-cell hit "
+                        "probabilities and energies against this MC file first (not the test "
+                        "data; docs/gan.md)")
     p.add_argument("--validation-output", metavar="DIR",
                    help="with --export-default: keep the card's validation report and plots there")
     p.set_defaults(func=run)
@@ -130,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
         card = export_default(args.export_default, epoch=args.epoch, test_data=args.test_data,
                               floor_data=args.floor_data, reproduce=args.reproduce,
-                              dest=args.install_dir, validation_dir=args.validation_output)
+                              dest=args.install_dir, validation_dir=args.validation_output,
+                              calibrate_with=args.calibrate_with)
         print("\n".join(summary_lines(card)))
         return 0
     if not args.data or not args.output:

@@ -188,14 +188,19 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    reproduce: str | None = None, dest: str | os.PathLike[str] | None = None,
                    max_events: int | None = None, note: str | None = None,
                    validation_dir: str | os.PathLike[str] | None = None,
-                   classifier: bool = True, keep_reference: bool = True) -> dict[str, Any]:
+                   classifier: bool = True, keep_reference: bool = True,
+                   calibrate_with: str | None = None, calibration_passes: int = 4
+                   ) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
     ``CALOFORGE_DEFAULT_MODEL_DIR`` says otherwise); returns the card. With ``test_data`` the
     card gets ``caloforge validate``'s verdict against it (floor: ``floor_data``, else simulated
     at its energies); ``validation_dir`` keeps that validation's report and plots.
     ``keep_reference``: when a non-3DGAN model replaces the package's 3DGAN default, copy the
-    3DGAN to the package's ``reference/`` first (:func:`_keep_reference`)."""
+    3DGAN to the package's ``reference/`` first (:func:`_keep_reference`). ``calibrate_with``: an
+    MC file (not ``test_data``) the sparse prior is calibrated against before the export
+    (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes); the card
+    records it."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -203,10 +208,24 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     if not src.is_file():
         raise UserError(f"{src}: no such generator file in the run"
                         + ("" if epoch is None else " (was that epoch trained?)"))
-    for what, path in (("test_data", test_data), ("floor_data", floor_data)):
+    for what, path in (("test_data", test_data), ("floor_data", floor_data),
+                       ("calibrate_with", calibrate_with)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{path}: no such file ({what})")
+    if calibrate_with is not None and test_data is not None and \
+            Path(calibrate_with).resolve() == Path(test_data).resolve():
+        raise UserError(f"{calibrate_with}: the calibration file is the test data; calibrate "
+                        "with an independent MC sample")
     gen = load_generator(src)
+    calibration = None
+    if calibrate_with is not None:
+        from caloforge.gan.calibrate import calibrate_prior
+
+        offsets = calibrate_prior(gen, calibrate_with, passes=calibration_passes)  # type: ignore[arg-type]
+        calibration = {"file": str(calibrate_with), "passes": calibration_passes,
+                       "match": "mean", "probit_offset_per_pass": offsets}
+        with contextlib.suppress(CaloforgeError):
+            calibration["mc_seed"] = _mc_seed(calibrate_with)[0]
     meta = read_metadata(src)
     config = json.loads(meta.get("config", "{}"))
     exported_epoch = int(json.loads(meta.get("epoch", "0")))
@@ -246,6 +265,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
         card["training"]["showers_seen_including_initialisation"] = (
             None if seen is None or lineage.get("showers_seen_total") is None
             else seen + lineage["showers_seen_total"])
+    if calibration is not None:
+        card["calibration"] = calibration
     library = _library_fields(gen, config, data, run)
     if library is not None:
         card["layer_library"] = library
