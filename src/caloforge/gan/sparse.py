@@ -21,6 +21,8 @@ CaloDiffusion's and CaloScore's sparsity handling, arXiv 2308.03876 / 2206.11898
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -68,10 +70,31 @@ def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Ten
 
 
 def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tensor | None,
-               threshold: float) -> torch.Tensor:
-    """The cell energies in GeV (B, X, Y, Z) of :func:`sparse_cells` alone: the inference path
-    (``PhaseGenerator.forward``, the exported graph), no gradients needed."""
-    return sparse_cells(logit, value, target_gev, threshold)[1]
+               threshold: float, iterations: int = 3) -> torch.Tensor:
+    """The cell energies in GeV (B, X, Y, Z) of :func:`sparse_cells` alone, the same numbers to
+    float rounding: the inference path (``PhaseGenerator.forward``, the exported graph), no
+    gradients. Written for few full-size passes (``docs/runtime.md``):
+
+    * ``threshold x exp(min(softplus(v), 16)) = threshold x min(1 + e^v, e^16)`` (one Exp, no
+      Softplus; ``e^softplus(v) = 1 + e^v``);
+    * the unscaled energies ``x0`` (0 where the cell does not fire, ``>= threshold`` where it
+      does) carry the occupancy, so a pass reads one tensor: the rescaled fired cell is
+      ``max(x0 k, threshold) = max(x0 k, min(x0, threshold))``, which is 0 where ``x0`` is;
+    * the first pass of :func:`caloforge.gan.layers.layer_shift` (shift 0) is the plain layer
+      sum of ``x0`` (no cell is below the threshold yet); only ``(B, Z)`` tensors in between."""
+    fired = logit > 0
+    cells = threshold * torch.clamp(torch.exp(value) + 1.0, max=math.exp(_CAP))
+    x0 = torch.where(fired, cells, torch.zeros_like(cells))
+    if target_gev is None:
+        return x0
+    floor = torch.clamp(x0, max=threshold)  # threshold where fired, 0 elsewhere
+    log_target = torch.log(target_gev + threshold)
+    shift = torch.clamp(log_target - torch.log(x0.sum(dim=(1, 2)) + threshold), -8.0, 8.0)
+    for _ in range(iterations - 1):
+        scaled = torch.maximum(x0 * torch.exp(shift)[:, None, None, :], floor)
+        shift = shift + torch.clamp(log_target - torch.log(scaled.sum(dim=(1, 2)) + threshold),
+                                    -8.0, 8.0)
+    return torch.maximum(x0 * torch.exp(shift)[:, None, None, :], floor)
 
 
 def log_cells(t: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ import each other): what both need to read, rewrite, quantize and compile a mode
   it with a precision hint; what the plugin runs (:func:`runtime_precisions`).
 - :mod:`~caloforge.ovgraph.rewrites` / :mod:`~caloforge.ovgraph.dense` /
   :mod:`~caloforge.ovgraph.shuffle`: the exact rewrites (upsample-convolution folding, dense
-  folding, sub-pixel narrowing and depth-to-space fusion, bf16 channel padding).
+  folding, sub-pixel narrowing and depth-to-space fusion, bf16 channel padding);
+  :mod:`~caloforge.ovgraph.moves`: channel selections ahead of elementwise ops, data-movement
+  chains as one ``Gather``.
 - :mod:`~caloforge.ovgraph.layers`: layer lookup (the quantizable layers, their FLOPs).
 - :mod:`~caloforge.ovgraph.precisions`: per-layer precision marking from a mapping
   name -> precision; the BF16 parity rule.
@@ -47,6 +49,7 @@ from caloforge.ovgraph.layers import (
     layer_flops,
     nodes_by_name,
 )
+from caloforge.ovgraph.moves import collapse_moves, gather_before_elementwise
 from caloforge.ovgraph.precisions import (
     BF16,
     BF16_PARITY_MAX_REL_L2,
@@ -76,9 +79,9 @@ __all__ = [
     "BF16", "BF16_MIN_CHANNELS", "BF16_PARITY_MAX_REL_L2", "DEFAULT_QUANT_PARAMS", "FP32", "INT8",
     "KEEP_F32", "PASS_THROUGH", "PRECISIONS", "PRECISION_HINT_PATH", "PRESETS",
     "QUANTIZABLE_TYPES", "RANGES", "REWRITES_VERSION", "Calibrated", "Layer", "RuntimeNode", "available_precisions",
-    "bf16_parity_ok", "calibrate", "compile_model", "core", "describe_params", "find_layers",
+    "bf16_parity_ok", "calibrate", "collapse_moves", "compile_model", "core", "describe_params", "find_layers",
     "find_node", "fold_dense_into_convolution", "fold_upsample_convolutions",
-    "fuse_depth_to_space", "input_quantizer",
+    "fuse_depth_to_space", "gather_before_elementwise", "input_quantizer",
     "is_quantized", "keep_int8_quantizers", "layer_flops", "mark_bf16_layers", "mark_precisions",
     "narrow_to_crops", "nncf_arguments", "nodes_by_name", "normalize_params", "optimize_model",
     "pad_small_convolutions", "precision_hint", "quantize_layers", "read_model", "realise",

@@ -28,6 +28,7 @@ import numpy as np
 
 from caloforge.ovgraph.core import is_quantized
 from caloforge.ovgraph.dense import _const, constant_folding, fold_dense_into_convolution
+from caloforge.ovgraph.moves import collapse_moves, gather_before_elementwise
 from caloforge.ovgraph.shuffle import fuse_depth_to_space, narrow_to_crops
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,10 +37,11 @@ if TYPE_CHECKING:  # pragma: no cover
 BF16_MIN_CHANNELS = 16
 """Convolutions with fewer input channels are zero-padded to this many before a bf16 compile."""
 
-REWRITES_VERSION = 2
+REWRITES_VERSION = 3
 """Bump when :func:`optimize_model` changes the graph it makes (caches of quantized rewritten
 models key on it). 2: sub-pixel convolutions narrowed to their crop, shuffles fused into
-``DepthToSpace``."""
+``DepthToSpace``. 3: channel selections moved ahead of elementwise ops and data-movement chains
+collapsed into one ``Gather`` (:mod:`caloforge.ovgraph.moves`)."""
 
 
 def _crop(ops: ModuleType, y: ov.Node, size: list[int]) -> ov.Node:
@@ -294,7 +296,9 @@ def pad_small_convolutions(model: ov.Model, min_channels: int = BF16_MIN_CHANNEL
 def optimize_model(model: ov.Model) -> tuple[ov.Model, list[str]]:
     """A copy of a float ``model`` with the exact CPU rewrites applied (upsample-convolution
     folding, dense folding, then :mod:`caloforge.ovgraph.shuffle`'s narrowing of sub-pixel
-    convolutions to the crop after them and depth-to-space fusion); returns ``(model,
+    convolutions to the crop after them, :mod:`caloforge.ovgraph.moves`' channel selections
+    ahead of elementwise ops and data-movement chains as one ``Gather``, and depth-to-space
+    fusion of the shuffles left); returns ``(model,
     names of the rewritten layers)`` (the shuffle fusion changes no layer and is not listed). Quantized models
     are returned unchanged (their layer names are what a tuned configuration refers to)."""
     if is_quantized(model):
@@ -303,5 +307,7 @@ def optimize_model(model: ov.Model) -> tuple[ov.Model, list[str]]:
     done = fold_upsample_convolutions(model)
     done += fold_dense_into_convolution(model)
     done += narrow_to_crops(model)
-    fuse_depth_to_space(model)  # a layout change of no layer: not listed
+    gather_before_elementwise(model)  # these three move numbers in no layer: not listed
+    collapse_moves(model)
+    fuse_depth_to_space(model)
     return model, done
