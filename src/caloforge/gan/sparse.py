@@ -87,14 +87,19 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
     x0 = torch.where(fired, cells, torch.zeros_like(cells))
     if target_gev is None:
         return x0
-    floor = torch.clamp(x0, max=threshold)  # threshold where fired, 0 elsewhere
+
+    def scaled(shift: torch.Tensor) -> torch.Tensor:
+        # min(x0, threshold): the threshold where fired, 0 elsewhere; recomputed in each pass
+        # (an elementwise op of the pass's one kernel) rather than kept as one more tensor
+        return torch.maximum(x0 * torch.exp(shift)[:, None, None, :],
+                             torch.clamp(x0, max=threshold))
+
     log_target = torch.log(target_gev + threshold)
     shift = torch.clamp(log_target - torch.log(x0.sum(dim=(1, 2)) + threshold), -8.0, 8.0)
     for _ in range(iterations - 1):
-        scaled = torch.maximum(x0 * torch.exp(shift)[:, None, None, :], floor)
-        shift = shift + torch.clamp(log_target - torch.log(scaled.sum(dim=(1, 2)) + threshold),
-                                    -8.0, 8.0)
-    return torch.maximum(x0 * torch.exp(shift)[:, None, None, :], floor)
+        shift = shift + torch.clamp(log_target - torch.log(scaled(shift).sum(dim=(1, 2))
+                                                           + threshold), -8.0, 8.0)
+    return scaled(shift)
 
 
 def log_cells(t: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
