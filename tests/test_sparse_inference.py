@@ -92,6 +92,10 @@ def test_exported_graph_equals_torch_through_onnxruntime_and_openvino(tmp_path) 
     assert [op.get_type_name() for op in ops].count("DepthToSpace") == 1
     assert not any(op.get_type_name() == "Transpose" and op.get_input_partial_shape(0).rank
                    .get_length() == 8 for op in ops)
+    index_sets = [op.input_value(1).get_node() for op in ops if op.get_type_name() == "Gather"
+                  and op.input_value(1).get_node().get_type_name() == "Constant"]
+    big = [c.get_data().dtype.name for c in index_sets if c.get_data().size >= 1024]
+    assert len(big) == 4 and set(big) == {"int32"}  # cell noise x 2, shuffled channels x 2
     compiled = compile_model(model, hint="f32", config={"INFERENCE_PRECISION_HINT": "f32"})
     outs["openvino"] = compiled.create_infer_request().infer(feeds)[0]
     fired = want > 0

@@ -28,7 +28,7 @@ import numpy as np
 
 from caloforge.ovgraph.core import is_quantized
 from caloforge.ovgraph.dense import _const, constant_folding, fold_dense_into_convolution
-from caloforge.ovgraph.moves import collapse_moves, gather_before_elementwise
+from caloforge.ovgraph.moves import collapse_moves, gather_before_elementwise, int32_gather_indices
 from caloforge.ovgraph.shuffle import fuse_depth_to_space, narrow_to_crops
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ REWRITES_VERSION = 3
 """Bump when :func:`optimize_model` changes the graph it makes (caches of quantized rewritten
 models key on it). 2: sub-pixel convolutions narrowed to their crop, shuffles fused into
 ``DepthToSpace``. 3: channel selections moved ahead of elementwise ops and data-movement chains
-collapsed into one ``Gather`` (:mod:`caloforge.ovgraph.moves`)."""
+collapsed into one ``Gather``, int32 Gather indices (:mod:`caloforge.ovgraph.moves`)."""
 
 
 def _crop(ops: ModuleType, y: ov.Node, size: list[int]) -> ov.Node:
@@ -307,7 +307,8 @@ def optimize_model(model: ov.Model) -> tuple[ov.Model, list[str]]:
     done = fold_upsample_convolutions(model)
     done += fold_dense_into_convolution(model)
     done += narrow_to_crops(model)
-    gather_before_elementwise(model)  # these three move numbers in no layer: not listed
+    gather_before_elementwise(model)  # these four move numbers in no layer: not listed
     collapse_moves(model)
+    int32_gather_indices(model)
     fuse_depth_to_space(model)
     return model, done
