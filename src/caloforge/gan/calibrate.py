@@ -127,10 +127,10 @@ def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes
             for lo in range(0, len(energies), batch):
                 e = energies[lo:lo + batch]
                 z = torch.randn(len(e), gen.latent_dim, generator=g)
-                et = torch.from_numpy(e).float()
-                x = gen(z, et).numpy()
+                x, fire = gen.fire_probability(z, torch.from_numpy(e).float())
+                x = x.numpy()
                 model.add(_hat(gen, e), np.where(x >= float(gen.cell_threshold_gev), x, 0.0),
-                          gen.fire_probability(z, et).numpy())
+                          fire.numpy())
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
         both = hit_data & (model.hits >= _MIN_HITS)
         if match == "mean":

@@ -247,16 +247,19 @@ class PhaseGenerator(nn.Module):
             logit = logit + shift[:, None, None, :]
         return logit, out[:, 1] + self.noise_val * n_val, target
 
-    def fire_probability(self, z: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        """(B, 25, 25, 25): the probability that each cell of a sparse head fires, given the
-        shower's latent vector but the cell's own occupancy noise: ``Phi(logit without that
-        noise / |noise strength|)`` (the noise numbers also feed the network at 7^3 / 14^3; that
-        weak dependence is neglected). Smooth where a sample of showers gives 0/1 counts."""
-        logit, _, _ = self._sparse_inputs(z, energy, None)
+    def fire_probability(self, z: torch.Tensor, energy: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(showers in GeV, the probability that each cell fires), both (B, 25, 25, 25), of a
+        sparse head; the probability is given the shower's latent vector but the cell's own
+        occupancy noise: ``Phi(logit without that noise / |noise strength|)`` (the noise numbers
+        also feed the network at 7^3 / 14^3; that weak dependence is neglected). Smooth where a
+        sample of showers gives 0/1 counts."""
+        logit, value, target = self._sparse_inputs(z, energy, None)
         cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
         n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
         strength = self.noise_occ.abs().clamp_min(1e-6)
-        return torch.special.ndtr((logit - self.noise_occ * n_occ) / strength)
+        fire = torch.special.ndtr((logit - self.noise_occ * n_occ) / strength)
+        return sparse_gev(logit, value, target, float(self.cell_threshold_gev)), fire
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
                     layer_energies: torch.Tensor | None = None) -> torch.Tensor:
