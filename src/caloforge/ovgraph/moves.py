@@ -205,9 +205,10 @@ def _evaluate(node: ov.Node, sources: dict[int, tuple[ov.Output, int]],
 
 
 def _worth_it(kinds: list[str], identity: bool) -> bool:
-    """More than a bare shuffle: a transpose with a crop/selection, or a reshape-only result."""
+    """More than a bare shuffle: a transpose with a crop/selection, a selection from a slice or
+    a concatenation (one copy instead of two), or a reshape-only result."""
     return identity or ("Transpose" in kinds and bool({"Slice", "Gather"} & set(kinds))) \
-        or ("Concat" in kinds and "Gather" in kinds)
+        or ("Gather" in kinds and bool({"Concat", "Slice"} & set(kinds)))
 
 
 def _channel_last(src: ov.Output) -> bool:
