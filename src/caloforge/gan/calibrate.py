@@ -37,6 +37,7 @@ from caloforge.gan.phase import PhaseGenerator
 
 _P_CLIP = 1e-5   # a cell the MC never hits is driven towards probit(1e-5) = -4.3
 _MIN_HITS = 3.0
+_MIN_NOISE_HITS = 30.0
 _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit step is +-1
 
 
@@ -73,6 +74,12 @@ class _Marginals:
     def log_mean(self) -> np.ndarray:
         return self.log1 / np.maximum(self.hits, 1e-12)
 
+    def log_excess(self) -> np.ndarray:
+        """Per cell: ln(mean E when hit) - mean ln E when hit, pooled over the knots (hits-
+        weighted): sigma^2 / 2 for a log-normal cell energy."""
+        ex = np.log(np.maximum(self.mean_when_hit(), 1e-30)) - self.log_mean()
+        return (ex * self.hits).sum(axis=0) / np.maximum(self.hits.sum(axis=0), 1e-12)
+
     def log_spread(self) -> np.ndarray:
         """Per cell: the spread of ln E when hit, pooled over the knots (hits-weighted)."""
         var = np.maximum(self.log2 / np.maximum(self.hits, 1e-12) - self.log_mean() ** 2, 0.0)
@@ -90,7 +97,7 @@ def _probit(p: np.ndarray) -> np.ndarray:
 
 def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes: int = 3,
                     max_events: int | None = None, batch: int = 256, seed: int = 20261202,
-                    match: str = "mean",
+                    match: str = "both",
                     progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Calibrate ``gen``'s sparse prior in place against the MC showers of ``mc_path`` (module
     doc); returns, per pass, the hat-weighted mean |probit(p_MC) - probit(p_model)| over the
@@ -98,11 +105,13 @@ def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes
     ``progress(pass, value)`` is called after each pass. ``match``: ``"mean"`` steps the log
     energy by the log ratio of the mean energies when hit (the mean image); ``"log"`` by the
     difference of the mean ln E when hit (the typical cell energy), and also scales each cell's
-    energy-noise strength by the ratio of the spreads of ln E (pooled over the knots)."""
+    energy-noise strength by the ratio of the spreads of ln E (pooled over the knots);
+    ``"both"`` steps as ``"log"`` and scales the noise strength so that the mean matches too
+    (by the square root of the ratio of ``ln(mean) - mean ln E``, sigma^2 / 2 for a log-normal)."""
     from caloforge.data import open_showers
 
-    if match not in ("mean", "log"):
-        raise UserError(f"match {match!r}: choose mean or log")
+    if match not in ("mean", "log", "both"):
+        raise UserError(f"match {match!r}: choose mean, log or both")
 
     if not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
@@ -117,6 +126,7 @@ def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes
     if len(energies) == 0:
         raise UserError(f"{mc_path}: no events to calibrate against")
     p_data, m_data, s_data = data.p_hit(), data.mean_when_hit(), data.log_spread()
+    x_data = data.log_excess()
     hit_data = data.hits >= _MIN_HITS
     offsets: list[float] = []
     gen.eval()
@@ -145,10 +155,14 @@ def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes
             gen.prior_sparse[0] += torch.from_numpy(np.where(data.weight[:, None] > 0, d_logit,
                                                              0.0)).float()
             gen.prior_sparse[1] += torch.from_numpy(d_value).float()
-            if match == "log":
-                enough = both.sum(axis=0) > 0
-                ratio = np.where(enough, np.clip(s_data / np.maximum(model.log_spread(), 1e-6),
-                                                 0.5, 2.0), 1.0)
+            if match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
+                enough = (data.hits.sum(axis=0) >= _MIN_NOISE_HITS) & \
+                    (model.hits.sum(axis=0) >= _MIN_NOISE_HITS)
+                if match == "log":
+                    ratio = s_data / np.maximum(model.log_spread(), 1e-6)
+                else:
+                    ratio = np.sqrt(np.maximum(x_data, 0.0) / np.maximum(model.log_excess(), 1e-6))
+                ratio = np.where(enough, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
                 gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
         if progress is not None:
             progress(step + 1, offsets[-1])

@@ -223,7 +223,7 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
 
         offsets = calibrate_prior(gen, calibrate_with, passes=calibration_passes)  # type: ignore[arg-type]
         calibration = {"file": str(calibrate_with), "passes": calibration_passes,
-                       "match": "mean", "probit_offset_per_pass": offsets}
+                       "match": "both", "probit_offset_per_pass": offsets}
         with contextlib.suppress(CaloforgeError):
             calibration["mc_seed"] = _mc_seed(calibrate_with)[0]
     meta = read_metadata(src)
