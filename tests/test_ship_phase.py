@@ -190,7 +190,7 @@ def test_export_calibrates_a_sparse_model_with_an_independent_file_only(installe
                        dest=tmp_path / "never")
     card = export_default(sparse_run, epoch=1, calibrate_with=str(floor), dest=tmp_path / "cal",
                           keep_reference=False)
-    assert card["calibration"]["passes"] == 4 and card["calibration"]["file"] == str(floor)
+    assert card["calibration"]["passes"] == 4 and card["calibration"]["files"] == [str(floor)]
     offsets = card["calibration"]["probit_offset_per_pass"]
     assert offsets[-1] < offsets[0]
     installed_gen = load_generator(tmp_path / "cal" / WEIGHTS_NAME)

@@ -117,10 +117,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--install-dir", metavar="DIR",
                    help="with --export-default: install there instead of the package default "
                         "(then CALOFORGE_DEFAULT_MODEL_DIR=DIR makes it the default to try)")
-    p.add_argument("--calibrate-with", metavar="H5",
+    p.add_argument("--calibrate-with", metavar="H5", nargs="+",
                    help="with --export-default: calibrate the sparse prior's per-cell hit "
-                        "probabilities and energies against this MC file first (not the test "
-                        "data; docs/gan.md)")
+                        "probabilities and energies against these MC files first (not the "
+                        "test data; docs/gan.md)")
     p.add_argument("--validation-output", metavar="DIR",
                    help="with --export-default: keep the card's validation report and plots there")
     p.set_defaults(func=run)

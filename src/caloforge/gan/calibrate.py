@@ -26,7 +26,7 @@ The MC file should not be the sample the generator is validated against.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -95,12 +95,15 @@ def _probit(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(p)).numpy()
 
 
-def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes: int = 3,
+def calibrate_prior(gen: PhaseGenerator,
+                    mc_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                    passes: int = 3,
                     max_events: int | None = None, batch: int = 256, seed: int = 20261202,
                     match: str = "both",
                     progress: Callable[[int, float], None] | None = None) -> list[float]:
-    """Calibrate ``gen``'s sparse prior in place against the MC showers of ``mc_path`` (module
-    doc); returns, per pass, the hat-weighted mean |probit(p_MC) - probit(p_model)| over the
+    """Calibrate ``gen``'s sparse prior in place against the MC showers of ``mc_path`` (one
+    file or several, e.g. the layer-energy library and the training data; ``max_events`` per
+    file) (module doc); returns, per pass, the hat-weighted mean |probit(p_MC) - probit(p_model)| over the
     cells hit in the MC before that pass's step (how far the hit probabilities were off).
     ``progress(pass, value)`` is called after each pass. ``match``: ``"mean"`` steps the log
     energy by the log ratio of the mean energies when hit (the mean image); ``"log"`` by the
@@ -112,19 +115,22 @@ def calibrate_prior(gen: PhaseGenerator, mc_path: str | os.PathLike[str], passes
 
     if match not in ("mean", "log", "both"):
         raise UserError(f"match {match!r}: choose mean, log or both")
-
     if not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
     data = _Marginals(knots, cells)
-    with open_showers(mc_path) as f:
-        stop = f.n_events if max_events is None else min(max_events, f.n_events)
-        energies = np.asarray(f.energies(), dtype=np.float64)[:stop]
-        for img, e in f.iter_chunks(1000, 0, stop):
-            img = np.where(img >= float(gen.cell_threshold_gev), img, 0.0)
-            data.add(_hat(gen, np.asarray(e, dtype=np.float64)), img)
+    paths = [mc_path] if isinstance(mc_path, (str, os.PathLike)) else list(mc_path)
+    parts = []
+    for path in paths:
+        with open_showers(path) as f:
+            stop = f.n_events if max_events is None else min(max_events, f.n_events)
+            parts.append(np.asarray(f.energies(), dtype=np.float64)[:stop])
+            for img, e in f.iter_chunks(1000, 0, stop):
+                img = np.where(img >= float(gen.cell_threshold_gev), img, 0.0)
+                data.add(_hat(gen, np.asarray(e, dtype=np.float64)), img)
+    energies = np.concatenate(parts) if parts else np.zeros(0)
     if len(energies) == 0:
-        raise UserError(f"{mc_path}: no events to calibrate against")
+        raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
     p_data, m_data, s_data = data.p_hit(), data.mean_when_hit(), data.log_spread()
     x_data = data.log_excess()
     hit_data = data.hits >= _MIN_HITS

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    max_events: int | None = None, note: str | None = None,
                    validation_dir: str | os.PathLike[str] | None = None,
                    classifier: bool = True, keep_reference: bool = True,
-                   calibrate_with: str | None = None, calibration_passes: int = 4
+                   calibrate_with: str | Sequence[str] | None = None,
+                   calibration_passes: int = 4
                    ) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
@@ -208,24 +210,26 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     if not src.is_file():
         raise UserError(f"{src}: no such generator file in the run"
                         + ("" if epoch is None else " (was that epoch trained?)"))
+    calibration_files = ([] if calibrate_with is None else [calibrate_with]
+                         if isinstance(calibrate_with, str) else list(calibrate_with))
     for what, path in (("test_data", test_data), ("floor_data", floor_data),
-                       ("calibrate_with", calibrate_with)):
+                       *(("calibrate_with", c) for c in calibration_files)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{path}: no such file ({what})")
-    if calibrate_with is not None and test_data is not None and \
-            Path(calibrate_with).resolve() == Path(test_data).resolve():
-        raise UserError(f"{calibrate_with}: the calibration file is the test data; calibrate "
-                        "with an independent MC sample")
+    for c in calibration_files:
+        if test_data is not None and Path(c).resolve() == Path(test_data).resolve():
+            raise UserError(f"{c}: the calibration file is the test data; calibrate with an "
+                            "independent MC sample")
     gen = load_generator(src)
     calibration = None
-    if calibrate_with is not None:
+    if calibration_files:
         from caloforge.gan.calibrate import calibrate_prior
 
-        offsets = calibrate_prior(gen, calibrate_with, passes=calibration_passes)  # type: ignore[arg-type]
-        calibration = {"file": str(calibrate_with), "passes": calibration_passes,
+        offsets = calibrate_prior(gen, calibration_files, passes=calibration_passes)  # type: ignore[arg-type]
+        calibration = {"files": calibration_files, "passes": calibration_passes,
                        "match": "both", "probit_offset_per_pass": offsets}
         with contextlib.suppress(CaloforgeError):
-            calibration["mc_seed"] = _mc_seed(calibrate_with)[0]
+            calibration["mc_seeds"] = [_mc_seed(c)[0] for c in calibration_files]
     meta = read_metadata(src)
     config = json.loads(meta.get("config", "{}"))
     exported_epoch = int(json.loads(meta.get("epoch", "0")))
