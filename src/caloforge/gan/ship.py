@@ -365,6 +365,11 @@ def summary_lines(card: dict[str, Any]) -> list[str]:
              f"from {src.get('run_dir')}/{src.get('file')} (epoch {src.get('epoch')})"]
     if card.get("replaced"):
         lines.append(card["replaced"])
+    cal = card.get("calibration")
+    if cal:
+        lines.append(f"prior calibrated against {', '.join(cal['files'])} ({cal['passes']} passes; "
+                     f"probit offset {cal['probit_offset_per_pass'][0]:.3f} -> "
+                     f"{cal['probit_offset_per_pass'][-1]:.3f})")
     v = card.get("validation")
     if v:
         lines.append(f"verdict vs {v['reference']} ({v['n_events'].get('candidate')} events): "
@@ -377,6 +382,10 @@ def _architecture_fields(gen: Any) -> dict[str, Any]:
     if isinstance(gen, PhaseGenerator):
         lib = ("; layer energies drawn from an MC layer-energy library (caloforge.gan.layers)"
                if getattr(gen, "layers", None) is not None else "")
+        if gen.sparse:
+            lib += "; sparse occupancy/energy head (caloforge.gan.sparse)"
+        if gen.layer_occupancy:
+            lib += "; occupancy coupled to the layer energies"
         return {"model": "phase generator (caloforge.gan.phase.PhaseGenerator: sub-pixel "
                          "transposed convolutions, log cell energies, per-cell noise inputs"
                          + lib + ")",
