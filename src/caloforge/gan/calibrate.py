@@ -143,8 +143,8 @@ def calibrate_prior(gen: PhaseGenerator,
             for lo in range(0, len(energies), batch):
                 e = energies[lo:lo + batch]
                 z = torch.randn(len(e), gen.latent_dim, generator=g)
-                x, fire = gen.fire_probability(z, torch.from_numpy(e).float())
-                x = x.numpy()
+                showers, fire = gen.fire_probability(z, torch.from_numpy(e).float())
+                x = showers.numpy()
                 model.add(_hat(gen, e), np.where(x >= float(gen.cell_threshold_gev), x, 0.0),
                           fire.numpy())
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
