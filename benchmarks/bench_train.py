@@ -35,7 +35,7 @@ from caloforge.data import ShowerWriter
 from caloforge.gan.layers import build_library
 from caloforge.gan.model import Discriminator, Generator
 from caloforge.gan.phase import PhaseDiscriminator, PhaseGenerator
-from caloforge.gan.phase_stats import phase_statistics
+from caloforge.gan.phase_stats import layer_occupancy_coefficients, phase_statistics
 from caloforge.gan.steps import RECIPE_DEFAULTS, PhaseStepper, ReferenceStepper
 from caloforge.gan.train import TrainConfig
 from caloforge.mc import simulate
@@ -78,6 +78,8 @@ def main() -> None:
             w.append(images, energies)
         prior = phase_statistics(Path(tmp) / "mc.h5", b)
         prior["layer_library"] = build_library(Path(tmp) / "mc.h5", 1e-6)
+        prior["occ_layer"], prior["occ_global"] = layer_occupancy_coefficients(
+            prior, prior["layer_library"])
     stats = {"sf_poly": [0.0, 0.0, 0.0, 0.02], "profile_mean_x": [1.0] * 25,
              "profile_mean_y": [1.0] * 25, "profile_mean_z": [1.0] * 25,
              "moment_scale": [1.0] * 6}
@@ -88,9 +90,9 @@ def main() -> None:
         noise = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         cls = PhaseStepper if kind == "phase" else ReferenceStepper
-        # the phase recipe of the shipped model: layer-energy library and sparse head
+        # the phase recipe of the shipped model: layer-energy library, sparse head, coupling
         phase_stats = {"layer_library": list(prior["layer_library"]["table"].shape[:2]),
-                       "sparse_head": True}
+                       "sparse_head": True, "layer_occupancy": True}
         st = cls(cfg, torch.device("cpu"), noise, (2.0, 500.0),
                  phase_stats if kind == "phase" else stats, prior if kind == "phase" else None)
         st.finish_setup()
