@@ -54,3 +54,15 @@ def test_calibrated_generator_matches_the_mc_mean_hits_and_energy_per_layer(mc_5
 def test_calibrating_a_one_channel_generator_is_refused(mc_50gev) -> None:
     with pytest.raises(UserError, match="no sparse head"):
         calibrate_prior(PhaseGenerator(), mc_50gev, passes=1)
+
+
+def test_calibrating_a_3dgan_or_against_another_grid_is_one_line(mc_50gev, tmp_path) -> None:
+    from caloforge.data import write_showers
+    from caloforge.gan.model import Generator
+
+    with pytest.raises(UserError, match="no sparse head"):
+        calibrate_prior(Generator(), mc_50gev, passes=1)
+    small = tmp_path / "small.h5"
+    write_showers(small, np.ones((4, 5, 5, 5), np.float32), np.full(4, 50.0))
+    with pytest.raises(UserError, match="grid"):
+        calibrate_prior(PhaseGenerator(sparse=True), small, passes=1)

@@ -50,17 +50,19 @@ def test_coefficients_of_synthetic_probit_hits_come_back() -> None:
     rng = np.random.default_rng(1)
     n, a, g_true = 6000, 0.5, 0.15
     e = np.full(n, 100.0)
+    mu = -1.0 + 0.1 * np.arange(25)                    # probit prior: one value per layer (Z)
     r = rng.normal(0.0, 0.2, size=(n, 25))              # ln excess of each layer's energy
     xi = rng.normal(size=(n, 1))                        # shared by all layers of an event
-    p = 0.5 * (1.0 + np.vectorize(math.erf)((a * r + g_true * xi) / math.sqrt(2.0)))
-    hits = rng.binomial(625, p)                         # mu = 0 for every cell
+    p = 0.5 * (1.0 + np.vectorize(math.erf)((mu + a * r + g_true * xi) / math.sqrt(2.0)))
+    hits = rng.binomial(625, p)                         # 625 cells of a layer, probit mu_l
     knots = np.linspace(np.log(0.02), np.log(5.0), PRIOR_KNOTS).astype(np.float32)
+    prior = np.zeros((2, PRIOR_KNOTS, 15625), dtype=np.float32)
+    prior[0] = np.broadcast_to(mu, (25, 25, 25)).reshape(-1)    # cells in (X, Y, Z) order
     stats = {"event_energy": e, "event_layer_gev": (FRACTION * e[:, None] + THR) * np.exp(r) - THR,
-             "event_layer_hits": hits, "prior_knots": knots,
-             "prior_sparse": np.zeros((2, PRIOR_KNOTS, 15625), dtype=np.float32)}
+             "event_layer_hits": hits, "prior_knots": knots, "prior_sparse": prior}
     occ, shared = layer_occupancy_coefficients(stats, _library())
     assert occ.shape == shared.shape == (PRIOR_KNOTS, 25)
-    # first order in a r: dN/dr = 625 phi(0) a (the probit's curvature is ~1% at these sizes);
+    # first order in a r: dN/dr = 625 phi(mu_l) a (the curvature is <= 2% at these sizes);
     # every bin has no events of its own but the one at ln(100/100) = 0: all copy it
     np.testing.assert_allclose(occ, a, rtol=0.08)
     np.testing.assert_allclose(shared, g_true, rtol=0.15)

@@ -10,7 +10,8 @@ are. The sparse head's prior holds exactly those two numbers per cell and energy
 hit)``), so the mismatch can be measured and removed directly, by fixed-point steps
 
     logit_k  += probit(p_MC) - probit(p_model)
-    energy_k += ln(mean_MC) - ln(mean_model)
+    energy_k += <ln E>_MC - <ln E>_model        (when hit; match="both", the default)
+    noise_c  *= sqrt(x_MC / x_model),  x = ln(mean E) - <ln E>   (so that the mean matches too)
 
 per cell and prior knot ``k``, each statistic averaged over the events with the prior's
 interpolation weights in ln E (:meth:`PhaseGenerator._hat`), the steps clipped to +-1 (logit)
@@ -103,8 +104,9 @@ def calibrate_prior(gen: PhaseGenerator,
                     progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Calibrate ``gen``'s sparse prior in place against the MC showers of ``mc_path`` (one
     file or several, e.g. the layer-energy library and the training data; ``max_events`` per
-    file) (module doc); returns, per pass, the hat-weighted mean |probit(p_MC) - probit(p_model)| over the
-    cells hit in the MC before that pass's step (how far the hit probabilities were off).
+    file) (module doc); returns, per pass, the hat-weighted mean of the (clipped to +-1) logit
+    step |probit(p_MC) - probit(p_model)| over the cells and knots with at least 3 hat-weighted
+    MC hits, before that pass's step (how far the hit probabilities were off).
     ``progress(pass, value)`` is called after each pass. ``match``: ``"mean"`` steps the log
     energy by the log ratio of the mean energies when hit (the mean image); ``"log"`` by the
     difference of the mean ln E when hit (the typical cell energy), and also scales each cell's
@@ -115,7 +117,7 @@ def calibrate_prior(gen: PhaseGenerator,
 
     if match not in ("mean", "log", "both"):
         raise UserError(f"match {match!r}: choose mean, log or both")
-    if not gen.sparse:
+    if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
     data = _Marginals(knots, cells)
@@ -123,6 +125,8 @@ def calibrate_prior(gen: PhaseGenerator,
     parts = []
     for path in paths:
         with open_showers(path) as f:
+            if tuple(f.grid) != (25, 25, 25):
+                raise UserError(f"{path}: grid {tuple(f.grid)}; the generator needs (25, 25, 25)")
             stop = f.n_events if max_events is None else min(max_events, f.n_events)
             parts.append(np.asarray(f.energies(), dtype=np.float64)[:stop])
             for img, e in f.iter_chunks(1000, 0, stop):

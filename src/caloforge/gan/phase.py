@@ -250,7 +250,7 @@ class PhaseGenerator(nn.Module):
     def fire_probability(self, z: torch.Tensor, energy: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(showers in GeV, the probability that each cell fires), both (B, 25, 25, 25), of a
-        sparse head; the probability is given the shower's latent vector but the cell's own
+        sparse head; the probability is given the shower's latent vector but not the cell's own
         occupancy noise: ``Phi(logit without that noise / |noise strength|)`` (the noise numbers
         also feed the network at 7^3 / 14^3; that weak dependence is neglected). Smooth where a
         sample of showers gives 0/1 counts."""

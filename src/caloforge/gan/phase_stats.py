@@ -183,9 +183,12 @@ def layer_occupancy_coefficients(stats: dict[str, np.ndarray], library: dict[str
     probit = stats["prior_sparse"][0].reshape(len(prior_knots), -1, table.shape[2])  # (K, XY, Z)
     density = np.exp(-0.5 * probit.astype(np.float64) ** 2).sum(axis=1) / np.sqrt(2 * np.pi)
     ell = np.log(e / ENERGY_SCALE_GEV)
+    # the prior's bins, as phase_statistics counts them (the end events on the end edges)
+    edges = np.concatenate([prior_knots - half, [prior_knots[-1] + half]]).astype(np.float64)
+    in_bin = np.clip(np.searchsorted(edges, ell, side="right") - 1, 0, len(prior_knots) - 1)
     coef: list[tuple[np.ndarray, np.ndarray] | None] = []
-    for k, c in enumerate(prior_knots):
-        m = np.abs(ell - c) <= half + 1e-9
+    for k in range(len(prior_knots)):
+        m = in_bin == k
         if m.sum() < _MIN_BIN_EVENTS:
             coef.append(None)
             continue

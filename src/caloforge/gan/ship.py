@@ -210,8 +210,9 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     if not src.is_file():
         raise UserError(f"{src}: no such generator file in the run"
                         + ("" if epoch is None else " (was that epoch trained?)"))
-    calibration_files = ([] if calibrate_with is None else [calibrate_with]
-                         if isinstance(calibrate_with, str) else list(calibrate_with))
+    calibration_files = ([] if calibrate_with is None else [str(calibrate_with)]
+                         if isinstance(calibrate_with, (str, os.PathLike))
+                         else [str(c) for c in calibrate_with])
     for what, path in (("test_data", test_data), ("floor_data", floor_data),
                        *(("calibrate_with", c) for c in calibration_files)):
         if path is not None and not Path(path).is_file():

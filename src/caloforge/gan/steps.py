@@ -253,12 +253,13 @@ class PhaseStepper(Stepper):
                              layer_occupancy=bool(stats.get("layer_occupancy", False)))
         disc = PhaseDiscriminator()
         if prior is not None:  # fresh run: data-derived buffers (restored from weights on resume)
-            if prior.get("init_state") is not None:  # start from another run's generator
-                _load_init(gen, prior["init_state"])
+            start = prior.get("init_state") or {}
+            if start:  # start from another run's generator
+                _load_init(gen, start)
             gen.set_prior(torch.as_tensor(prior["prior"]), torch.as_tensor(prior["prior_knots"]),
                           torch.as_tensor(prior["prior_sparse"]) if gen.sparse else None,
-                          torch.as_tensor(prior["occ_layer"]) if "occ_layer" in prior else None,
-                          torch.as_tensor(prior["occ_global"]) if "occ_global" in prior else None)
+                          *(torch.as_tensor(prior[k]) if k in prior and k not in start else None
+                            for k in ("occ_layer", "occ_global")))  # trained ones are kept
             if gen.layers is not None:
                 lib = prior["layer_library"]
                 gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
