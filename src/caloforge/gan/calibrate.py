@@ -57,9 +57,10 @@ class _Marginals:
         """``fire``: per cell the probability that it fires (None: the 0/1 hits of ``images``)."""
         flat = images.reshape(len(images), -1).astype(np.float64)
         self.weight += hat.sum(axis=0)
-        self.hits += hat.T @ (flat > 0)
-        self.expected += hat.T @ (flat > 0 if fire is None
-                                  else fire.reshape(len(fire), -1).astype(np.float64))
+        hits = hat.T @ (flat > 0)
+        self.hits += hits
+        self.expected += hits if fire is None else \
+            hat.T @ fire.reshape(len(fire), -1).astype(np.float64)
         self.energy += hat.T @ flat
         logs = np.log(np.where(flat > 0, flat, 1.0))
         self.log1 += hat.T @ logs

@@ -71,13 +71,18 @@ class LayerEnergySampler(nn.Module):
             self.counts.copy_(counts)
             self.knots.copy_(knots)
 
+    def _position(self, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pos, lo) of ``energy`` (B,) GeV: its fractional knot index (clamped to the table)
+        and the lower knot of its interval (at most K - 2)."""
+        K = self.table.shape[0]
+        k0 = self.knots[0]
+        pos = torch.clamp((torch.log(energy) - k0) / (self.knots[1] - k0), 0.0, K - 1.0)
+        return pos, torch.clamp(torch.floor(pos), max=K - 2.0)
+
     def forward(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         K, M, Z = self.table.shape
         u_knot, u_entry = _uniform(z2[:, 0]), _uniform(z2[:, 1])
-        k0 = self.knots[0]
-        step = self.knots[1] - k0
-        pos = torch.clamp((torch.log(energy) - k0) / step, 0.0, K - 1.0)
-        lo = torch.clamp(torch.floor(pos), max=K - 2.0)
+        pos, lo = self._position(energy)
         k = lo + (u_knot < pos - lo).to(pos.dtype)
         n = self.counts[k.long()]
         j = torch.minimum(torch.floor(u_entry * n), n - 1.0)
@@ -88,28 +93,31 @@ class LayerEnergySampler(nn.Module):
         """(B, Z): the library's mean of ``ln(E_l + threshold)`` at ``energy`` (B,) GeV, linear
         in ``ln E`` between the knots (the filled entries of each knot; only buffers enter, so
         an exported graph folds the per-knot table to a constant)."""
-        K, M, _ = self.table.shape
+        M = self.table.shape[1]
         filled = (torch.arange(M, device=self.table.device)[None, :] < self.counts[:, None])
         logs = torch.log(self.table * torch.exp(self.knots)[:, None, None] + threshold)
         per_knot = (logs * filled[:, :, None]).sum(dim=1) / self.counts[:, None]      # (K, Z)
-        k0 = self.knots[0]
-        pos = torch.clamp((torch.log(energy) - k0) / (self.knots[1] - k0), 0.0, K - 1.0)
-        lo = torch.clamp(torch.floor(pos), max=K - 2.0)
+        pos, lo = self._position(energy)
         w = (pos - lo)[:, None]
         return per_knot[lo.long()] * (1.0 - w) + per_knot[lo.long() + 1] * w
 
 
 def layer_shift(layer_sum: Callable[[torch.Tensor], torch.Tensor], target_gev: torch.Tensor,
-                threshold: float, iterations: int = 3) -> torch.Tensor:
+                threshold: float, iterations: int = 3,
+                sum_at_zero: torch.Tensor | None = None) -> torch.Tensor:
     """The per-layer log shift ``s`` (B, Z) with ``layer_sum(s) = target_gev``, by ``iterations``
-    fixed-point passes ``s += ln(target + t) - ln(layer_sum(s) + t)`` (``t`` the threshold, one
-    just-visible cell, keeps empty layers finite; each step clamped to +-8). ``layer_sum(s)``
-    gives the visible energy per layer (B, Z) after the shift ``s``."""
+    fixed-point passes ``s += ln(target + t) - ln(layer_sum(s) + t)`` from ``s = 0`` (``t`` the
+    threshold, one just-visible cell, keeps empty layers finite; each step clamped to +-8).
+    ``layer_sum(s)`` gives the visible energy per layer (B, Z) after the shift ``s``;
+    ``sum_at_zero``, when the caller has it cheaper, is ``layer_sum(0)`` (the first pass)."""
     log_target = torch.log(target_gev + threshold)
-    shift = torch.zeros_like(target_gev)
-    for _ in range(iterations):
-        shift = shift + torch.clamp(log_target - torch.log(layer_sum(shift) + threshold),
-                                    -8.0, 8.0)
+
+    def step(total: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(log_target - torch.log(total + threshold), -8.0, 8.0)
+
+    shift = step(layer_sum(torch.zeros_like(target_gev)) if sum_at_zero is None else sum_at_zero)
+    for _ in range(iterations - 1):
+        shift = shift + step(layer_sum(shift))
     return shift
 
 

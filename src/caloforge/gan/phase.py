@@ -234,10 +234,7 @@ class PhaseGenerator(nn.Module):
         layer energies (B, 25) GeV the image is rescaled to (None: no rescaling)."""
         target = self._layer_energies(z, energy, layer_energies)
         out = self._network(z, energy)
-        cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
-        n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
-        n_val = cell_noise[:, self.noise_maps[1]].reshape(-1, *IMAGE_SHAPE)
-        logit = out[:, 0] + self.noise_occ * n_occ
+        logit = out[:, 0] + self._cell_noise(z, 0)
         if self.layer_occupancy and target is not None and self.layers is not None:
             thr = float(self.cell_threshold_gev)
             excess = torch.log(target + thr) - self.layers.log_mean(energy, thr)     # (B, Z)
@@ -245,7 +242,15 @@ class PhaseGenerator(nn.Module):
             xi = z[:, GLOBAL_LATENT - 1:GLOBAL_LATENT]                                # (B, 1)
             shift = (hat @ self.occ_layer) * excess + (hat @ self.occ_global) * xi   # (B, Z)
             logit = logit + shift[:, None, None, :]
-        return logit, out[:, 1] + self.noise_val * n_val, target
+        return logit, out[:, 1] + self._cell_noise(z, 1), target
+
+    def _cell_noise(self, z: torch.Tensor, channel: int) -> torch.Tensor:
+        """The sparse head's full-resolution noise (B, 25, 25, 25) of ``channel`` (0 occupancy,
+        1 energy): the latent's cell noise through that channel's index map, times its learned
+        strength."""
+        cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
+        strength = self.noise_occ if channel == 0 else self.noise_val
+        return strength * cell_noise[:, self.noise_maps[channel]].reshape(-1, *IMAGE_SHAPE)
 
     def fire_probability(self, z: torch.Tensor, energy: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,10 +260,8 @@ class PhaseGenerator(nn.Module):
         also feed the network at 7^3 / 14^3; that weak dependence is neglected). Smooth where a
         sample of showers gives 0/1 counts."""
         logit, value, target = self._sparse_inputs(z, energy, None)
-        cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
-        n_occ = cell_noise[:, self.noise_maps[0]].reshape(-1, *IMAGE_SHAPE)
         strength = self.noise_occ.abs().clamp_min(1e-6)
-        fire = torch.special.ndtr((logit - self.noise_occ * n_occ) / strength)
+        fire = torch.special.ndtr((logit - self._cell_noise(z, 0)) / strength)
         return sparse_gev(logit, value, target, float(self.cell_threshold_gev)), fire
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,

@@ -94,11 +94,8 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
         return torch.maximum(x0 * torch.exp(shift)[:, None, None, :],
                              torch.clamp(x0, max=threshold))
 
-    log_target = torch.log(target_gev + threshold)
-    shift = torch.clamp(log_target - torch.log(x0.sum(dim=(1, 2)) + threshold), -8.0, 8.0)
-    for _ in range(iterations - 1):
-        shift = shift + torch.clamp(log_target - torch.log(scaled(shift).sum(dim=(1, 2))
-                                                           + threshold), -8.0, 8.0)
+    shift = layer_shift(lambda s: scaled(s).sum(dim=(1, 2)), target_gev, threshold, iterations,
+                        sum_at_zero=x0.sum(dim=(1, 2)))
     return scaled(shift)
 
 
