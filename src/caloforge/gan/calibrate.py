@@ -40,6 +40,11 @@ _P_CLIP = 1e-5   # a cell the MC never hits is driven towards probit(1e-5) = -4.
 _MIN_HITS = 3.0
 _MIN_NOISE_HITS = 30.0
 _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit step is +-1
+_MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
+_SKEW_STEP = 0.15        # largest step of a cell's skew parameter k per pass
+_SKEW_MAX = 0.7          # |k| <= 0.7: skewness of the noise itself within +-1.95
+#: Calibration modes of :func:`calibrate_prior`.
+MATCHES = ("mean", "log", "both", "shape")
 
 
 class _Marginals:
@@ -52,6 +57,7 @@ class _Marginals:
         self.energy = np.zeros((knots, cells))
         self.log1 = np.zeros((knots, cells))
         self.log2 = np.zeros((knots, cells))
+        self.log3 = np.zeros((knots, cells))
 
     def add(self, hat: np.ndarray, images: np.ndarray, fire: np.ndarray | None = None) -> None:
         """``fire``: per cell the probability that it fires (None: the 0/1 hits of ``images``)."""
@@ -65,6 +71,7 @@ class _Marginals:
         logs = np.log(np.where(flat > 0, flat, 1.0))
         self.log1 += hat.T @ logs
         self.log2 += hat.T @ logs ** 2
+        self.log3 += hat.T @ logs ** 3
 
     def p_hit(self) -> np.ndarray:
         w = np.maximum(self.weight, 1e-12)[:, None]
@@ -86,6 +93,18 @@ class _Marginals:
         """Per cell: the spread of ln E when hit, pooled over the knots (hits-weighted)."""
         var = np.maximum(self.log2 / np.maximum(self.hits, 1e-12) - self.log_mean() ** 2, 0.0)
         return np.sqrt((var * self.hits).sum(axis=0) / np.maximum(self.hits.sum(axis=0), 1e-12))
+
+
+    def log_skew(self) -> np.ndarray:
+        """Per cell: the skewness of ln E when hit, third and second central moments (about
+        each knot's mean) pooled over the knots (hits-weighted)."""
+        h = np.maximum(self.hits, 1e-12)
+        mu, e2 = self.log1 / h, self.log2 / h
+        m2 = np.maximum(e2 - mu ** 2, 0.0)
+        m3 = self.log3 / h - 3.0 * mu * e2 + 2.0 * mu ** 3
+        total = np.maximum(self.hits.sum(axis=0), 1e-12)
+        var = (m2 * self.hits).sum(axis=0) / total
+        return (m3 * self.hits).sum(axis=0) / total / np.maximum(var, 1e-12) ** 1.5
 
 
 def _hat(gen: PhaseGenerator, energies: np.ndarray) -> np.ndarray:
@@ -116,8 +135,8 @@ def calibrate_prior(gen: PhaseGenerator,
     (by the square root of the ratio of ``ln(mean) - mean ln E``, sigma^2 / 2 for a log-normal)."""
     from caloforge.data import open_showers
 
-    if match not in ("mean", "log", "both"):
-        raise UserError(f"match {match!r}: choose mean, log or both")
+    if match not in MATCHES:
+        raise UserError(f"match {match!r}: choose {', '.join(MATCHES)}")
     if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
@@ -137,6 +156,7 @@ def calibrate_prior(gen: PhaseGenerator,
     if len(energies) == 0:
         raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
     p_data, m_data, s_data = data.p_hit(), data.mean_when_hit(), data.log_spread()
+    k_data = data.log_skew()
     x_data = data.log_excess()
     hit_data = data.hits >= _MIN_HITS
     offsets: list[float] = []
@@ -169,15 +189,22 @@ def calibrate_prior(gen: PhaseGenerator,
             if match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
                 enough = (data.hits.sum(axis=0) >= _MIN_NOISE_HITS) & \
                     (model.hits.sum(axis=0) >= _MIN_NOISE_HITS)
-                if match == "log":
+                if match in ("log", "shape"):
                     ratio = s_data / np.maximum(model.log_spread(), 1e-6)
                 else:
                     ratio = np.sqrt(np.maximum(x_data, 0.0) / np.maximum(model.log_excess(), 1e-6))
                 ratio = np.where(enough, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
                 gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
+            if match == "shape":  # d skew / dk = 6 at k = 0 (caloforge.gan.sparse.skew_of)
+                enough = (data.hits.sum(axis=0) >= _MIN_SKEW_HITS) & \
+                    (model.hits.sum(axis=0) >= _MIN_SKEW_HITS)
+                dk = np.where(enough, np.clip((k_data - model.log_skew()) / 6.0, -_SKEW_STEP,
+                                              _SKEW_STEP), 0.0)
+                k = gen.noise_skew + torch.from_numpy(dk).float().reshape(gen.noise_skew.shape)
+                gen.noise_skew.copy_(k.clamp(-_SKEW_MAX, _SKEW_MAX))
         if progress is not None:
             progress(step + 1, offsets[-1])
     return offsets
 
 
-__all__ = ["calibrate_prior"]
+__all__ = ["MATCHES", "calibrate_prior"]

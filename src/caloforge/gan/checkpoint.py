@@ -86,6 +86,9 @@ def apply_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
         state = dict(state)  # older files: no shower prior (neutral)
         state.setdefault("prior", torch.ones(expected["prior"].shape))
         state.setdefault("prior_energy_power", torch.tensor(0.0))
+    if isinstance(module, PhaseGenerator) and "noise_skew" in expected:
+        state = dict(state)  # files before the skewed energy noise: Gaussian (k = 0)
+        state.setdefault("noise_skew", torch.zeros(expected["noise_skew"].shape))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -42,7 +42,7 @@ from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
 from caloforge.gan.layers import SAMPLER_LATENT, LayerEnergySampler, rescale_layers
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
-from caloforge.gan.sparse import log_cells, noise_maps, sparse_cells, sparse_gev
+from caloforge.gan.sparse import log_cells, noise_maps, skewed_noise, sparse_cells, sparse_gev
 from caloforge.gan.transform import generated_gev, generated_log, occupancy, to_log
 
 #: Latent inputs: 64 global numbers, then one noise value per cell of the 7^3 and 14^3 grids.
@@ -123,6 +123,9 @@ class PhaseGenerator(nn.Module):
             # unit noise: with the probit prior a cell fires with its data hit probability
             self.noise_occ = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
             self.noise_val = nn.Parameter(torch.ones((1, *IMAGE_SHAPE)))
+            #: skewness parameter ``k`` of each cell's energy noise, set by the calibration
+            #: (:func:`caloforge.gan.calibrate.calibrate_prior`), not trained; 0: Gaussian
+            self.register_buffer("noise_skew", torch.zeros((1, *IMAGE_SHAPE)))
             self.register_buffer("prior_sparse", torch.zeros((2, PRIOR_KNOTS, cells)))
         #: the occupancy logit of every cell of layer l moves by ``occ_layer[l](E) x (ln(E_l +
         #: t) - <ln(E_l + t)>_E) + occ_global[l](E) x xi`` (``xi`` the last global latent
@@ -148,7 +151,7 @@ class PhaseGenerator(nn.Module):
         if self.layers is not None:
             names.append("layers.")
         if self.sparse:
-            names += ["noise_maps", "noise_occ", "noise_val", "prior_sparse", "up2."]
+            names += ["noise_maps", "noise_occ", "noise_val", "noise_skew", "prior_sparse", "up2."]
         if self.layer_occupancy:
             names += ["occ_layer", "occ_global"]
         return tuple(names)
@@ -249,8 +252,10 @@ class PhaseGenerator(nn.Module):
         1 energy): the latent's cell noise through that channel's index map, times its learned
         strength."""
         cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
-        strength = self.noise_occ if channel == 0 else self.noise_val
-        return strength * cell_noise[:, self.noise_maps[channel]].reshape(-1, *IMAGE_SHAPE)
+        n = cell_noise[:, self.noise_maps[channel]].reshape(-1, *IMAGE_SHAPE)
+        if channel == 0:
+            return self.noise_occ * n
+        return skewed_noise(n, self.noise_val, self.noise_skew)
 
     def fire_probability(self, z: torch.Tensor, energy: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
