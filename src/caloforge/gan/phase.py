@@ -90,6 +90,7 @@ class PhaseGenerator(nn.Module):
     prior: torch.Tensor
     prior_knots: torch.Tensor
     noise_maps: torch.Tensor
+    noise_skew: torch.Tensor
     prior_sparse: torch.Tensor
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
