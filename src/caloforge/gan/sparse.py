@@ -103,18 +103,24 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
       does) carry the occupancy, so a pass reads one tensor: the rescaled fired cell is
       ``max(x0 k, threshold) = max(x0 k, min(x0, threshold))``, which is 0 where ``x0`` is;
     * the first pass of :func:`caloforge.gan.layers.layer_shift` (shift 0) is the plain layer
-      sum of ``x0`` (no cell is below the threshold yet); only ``(B, Z)`` tensors in between."""
+      sum of ``x0`` (no cell is below the threshold yet); only ``(B, Z)`` tensors in between;
+    * each pass reads ``x0`` alone and nothing of it outlives the pass: with ``y = x0 k``,
+      ``max(y, min(x0, threshold)) = min(max(y, threshold), y F)`` for any ``F >= 1 / k_min``
+      (``y F`` is 0 where ``x0`` is and above ``max(y, threshold)`` where it fires; ``k >=
+      k_min = e^(-8 x iterations)``, the steps being clamped to +-8). The form with
+      ``min(x0, threshold)`` made the graph compiler keep that term as one more full-size
+      tensor shared by the passes (INT8 profile: 0.26 ms per batch of 32 to write it, and one
+      more read per pass)."""
     fired = logit > 0
     cells = threshold * torch.clamp(torch.exp(value) + 1.0, max=math.exp(_CAP))
-    x0 = torch.where(fired, cells, torch.zeros_like(cells))
+    x0 = torch.where(fired, cells, 0.0)  # a scalar: no full-size zero tensor in the graph
     if target_gev is None:
         return x0
+    big = 2.0 * math.exp(8.0 * iterations)  # > 1 / k_min; y F stays finite (y <= thr e^(16+8i))
 
     def scaled(shift: torch.Tensor) -> torch.Tensor:
-        # min(x0, threshold): the threshold where fired, 0 elsewhere; recomputed in each pass
-        # (an elementwise op of the pass's one kernel) rather than kept as one more tensor
-        return torch.maximum(x0 * torch.exp(shift)[:, None, None, :],
-                             torch.clamp(x0, max=threshold))
+        y = x0 * torch.exp(shift)[:, None, None, :]
+        return torch.minimum(torch.clamp(y, min=threshold), y * big)
 
     shift = layer_shift(lambda s: scaled(s).sum(dim=(1, 2)), target_gev, threshold, iterations,
                         sum_at_zero=x0.sum(dim=(1, 2)))

@@ -7,7 +7,8 @@ import each other): what both need to read, rewrite, quantize and compile a mode
   :mod:`~caloforge.ovgraph.shuffle`: the exact rewrites (upsample-convolution folding, dense
   folding, sub-pixel narrowing and depth-to-space fusion, bf16 channel padding);
   :mod:`~caloforge.ovgraph.moves`: channel selections ahead of elementwise ops, data-movement
-  chains as one ``Gather``.
+  chains as one ``Gather``; :mod:`~caloforge.ovgraph.reductions`: inner-axis sums as matrix
+  products (applied at compile time, after quantization).
 - :mod:`~caloforge.ovgraph.layers`: layer lookup (the quantizable layers, their FLOPs).
 - :mod:`~caloforge.ovgraph.precisions`: per-layer precision marking from a mapping
   name -> precision; the BF16 parity rule.
@@ -66,6 +67,7 @@ from caloforge.ovgraph.precisions import (
     rel_l2,
     restore_bias,
 )
+from caloforge.ovgraph.reductions import sums_as_matmul
 from caloforge.ovgraph.rewrites import (
     BF16_MIN_CHANNELS,
     REWRITES_VERSION,
@@ -85,5 +87,5 @@ __all__ = [
     "is_quantized", "keep_int8_quantizers", "layer_flops", "mark_bf16_layers", "mark_precisions",
     "narrow_to_crops", "nncf_arguments", "nodes_by_name", "normalize_params", "optimize_model",
     "pad_small_convolutions", "precision_hint", "quantize_layers", "read_model", "realise",
-    "rel_l2", "restore_bias", "runtime_precisions", "set_precision_hint",
+    "rel_l2", "restore_bias", "runtime_precisions", "set_precision_hint", "sums_as_matmul",
 ]

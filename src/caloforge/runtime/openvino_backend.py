@@ -38,6 +38,7 @@ from caloforge.ovgraph import (
     precision_hint,
     rel_l2,
     runtime_precisions,
+    sums_as_matmul,
 )
 from caloforge.resources import check_memory
 from caloforge.runtime import int8cache
@@ -223,6 +224,8 @@ class OpenVINOBackend:
         if precision == "int8" and quantized:
             hint = precision_hint(ov_model)  # "bf16" only where the tuner kept BF16 layers
             info["precision_hint"] = hint
+        if optimize and hint == "f32":  # after quantization: NNCF must not see these MatMuls
+            info["sums_as_matmul"] = sums_as_matmul(ov_model)
         compiled = self._compile(ov_model, hint, config, perf_count)
         if precision == "bf16" and bf16_check:
             err = self._parity(compiled, loaded.model, config, loaded.latent_dim)
