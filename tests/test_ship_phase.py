@@ -189,8 +189,9 @@ def test_export_calibrates_a_sparse_model_with_an_independent_file_only(installe
         export_default(sparse_run, epoch=1, test_data=str(mc_file), calibrate_with=str(mc_file),
                        dest=tmp_path / "never")
     card = export_default(sparse_run, epoch=1, calibrate_with=str(floor), dest=tmp_path / "cal",
-                          keep_reference=False)
-    assert card["calibration"]["passes"] == 4 and card["calibration"]["files"] == [str(floor)]
+                          keep_reference=False, calibration_passes=3, calibration_match="shape")
+    assert card["calibration"]["passes"] == 3 and card["calibration"]["files"] == [str(floor)]
+    assert card["calibration"]["match"] == "shape"
     offsets = card["calibration"]["probit_offset_per_pass"]
     assert offsets[-1] < offsets[0]
     installed_gen = load_generator(tmp_path / "cal" / WEIGHTS_NAME)

@@ -121,6 +121,11 @@ def register(subparsers: Any) -> None:
                    help="with --export-default: calibrate the sparse prior's per-cell hit "
                         "probabilities and energies against these MC files first (not the "
                         "test data; docs/gan.md)")
+    p.add_argument("--calibration-match", default="shape", metavar="MODE",
+                   help="with --calibrate-with: what each cell's energies match (shape: mean, "
+                        "spread and skewness of ln E; both: mean ln E and mean E; docs/gan.md)")
+    p.add_argument("--calibration-passes", type=positive_int, default=6,
+                   help="with --calibrate-with: fixed-point passes (default 6)")
     p.add_argument("--validation-output", metavar="DIR",
                    help="with --export-default: keep the card's validation report and plots there")
     p.set_defaults(func=run)
@@ -135,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         card = export_default(args.export_default, epoch=args.epoch, test_data=args.test_data,
                               floor_data=args.floor_data, reproduce=args.reproduce,
                               dest=args.install_dir, validation_dir=args.validation_output,
-                              calibrate_with=args.calibrate_with)
+                              calibrate_with=args.calibrate_with,
+                              calibration_match=args.calibration_match,
+                              calibration_passes=args.calibration_passes)
         print("\n".join(summary_lines(card)))
         return 0
     if not args.data or not args.output:

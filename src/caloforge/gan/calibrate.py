@@ -40,9 +40,17 @@ _P_CLIP = 1e-5   # a cell the MC never hits is driven towards probit(1e-5) = -4.
 _MIN_HITS = 3.0
 _MIN_NOISE_HITS = 30.0
 _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit step is +-1
+#: |noise strength| <= 1.5x the MC's spread of ln E at that cell (modes log and shape): where
+#: the softplus holds a cell at the threshold, a larger strength barely widens ln E, so the
+#: spread step alone grew one halo cell's strength 10x (1.5 per pass) and its mean energy 900x
+_NOISE_CAP = 1.5
 _MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
 _SKEW_STEP = 0.15        # largest step of a cell's skew parameter k per pass
-_SKEW_MAX = 0.7          # |k| <= 0.7: skewness of the noise itself within +-1.95
+#: -0.7 <= k <= 0: the noise's skewness in [-2.5, 0]. Only skewed to low values (the MC's
+#: cells are, everywhere): for k < 0 the noise has an upper bound (``n + k (n^2 - 1)`` peaks
+#: at ``n = -1 / 2k``), while k > 0 gives it a ``k n^2`` upper tail, i.e. rare halo cells with
+#: GeV energies (seen: a cell at the edge with 4x the MC's mean x profile)
+_SKEW_RANGE = (-0.7, 0.0)
 #: Calibration modes of :func:`calibrate_prior`.
 MATCHES = ("mean", "log", "both", "shape")
 
@@ -195,13 +203,17 @@ def calibrate_prior(gen: PhaseGenerator,
                     ratio = np.sqrt(np.maximum(x_data, 0.0) / np.maximum(model.log_excess(), 1e-6))
                 ratio = np.where(enough, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
                 gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
+                if match != "both":  # the noise alone never spreads ln E much more than the MC
+                    cap = torch.from_numpy(np.where(enough, _NOISE_CAP * s_data, np.inf)).float()
+                    strength = gen.noise_val.reshape(-1)
+                    strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
             if match == "shape":  # d skew / dk = 6 at k = 0 (caloforge.gan.sparse.skew_of)
                 enough = (data.hits.sum(axis=0) >= _MIN_SKEW_HITS) & \
                     (model.hits.sum(axis=0) >= _MIN_SKEW_HITS)
                 dk = np.where(enough, np.clip((k_data - model.log_skew()) / 6.0, -_SKEW_STEP,
                                               _SKEW_STEP), 0.0)
                 k = gen.noise_skew + torch.from_numpy(dk).float().reshape(gen.noise_skew.shape)
-                gen.noise_skew.copy_(k.clamp(-_SKEW_MAX, _SKEW_MAX))
+                gen.noise_skew.copy_(k.clamp(*_SKEW_RANGE))
         if progress is not None:
             progress(step + 1, offsets[-1])
     return offsets

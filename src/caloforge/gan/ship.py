@@ -191,7 +191,7 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    validation_dir: str | os.PathLike[str] | None = None,
                    classifier: bool = True, keep_reference: bool = True,
                    calibrate_with: str | Sequence[str] | None = None,
-                   calibration_passes: int = 4
+                   calibration_passes: int = 6, calibration_match: str = "shape"
                    ) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
@@ -201,8 +201,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     ``keep_reference``: when a non-3DGAN model replaces the package's 3DGAN default, copy the
     3DGAN to the package's ``reference/`` first (:func:`_keep_reference`). ``calibrate_with``: an
     MC file (not ``test_data``) the sparse prior is calibrated against before the export
-    (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes); the card
-    records it."""
+    (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes of mode
+    ``calibration_match``); the card records it."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -226,9 +226,10 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     if calibration_files:
         from caloforge.gan.calibrate import calibrate_prior
 
-        offsets = calibrate_prior(gen, calibration_files, passes=calibration_passes)  # type: ignore[arg-type]
+        offsets = calibrate_prior(gen, calibration_files,  # type: ignore[arg-type]
+                                  passes=calibration_passes, match=calibration_match)
         calibration = {"files": calibration_files, "passes": calibration_passes,
-                       "match": "both", "probit_offset_per_pass": offsets}
+                       "match": calibration_match, "probit_offset_per_pass": offsets}
         with contextlib.suppress(CaloforgeError):
             calibration["mc_seeds"] = [_mc_seed(c)[0] for c in calibration_files]
     meta = read_metadata(src)
