@@ -198,3 +198,30 @@ def test_export_calibrates_a_sparse_model_with_an_independent_file_only(installe
     assert not torch.equal(installed_gen.prior_sparse, gen.prior_sparse)
     assert torch.equal(load_generator(sparse_run / "generators" / "epoch-0001.safetensors")
                        .prior_sparse, gen.prior_sparse)
+
+
+def test_a_bad_calibration_mode_or_pass_count_is_one_line(installed, tmp_path, capsys) -> None:
+    """``--calibration-match bogus`` / ``--calibration-passes 0``: one line, exit 2, nothing
+    installed; the library names its parameters and refuses before any work."""
+    from caloforge.errors import UserError
+    from caloforge.gan.ship import export_default
+
+    _, _, run, floor = installed
+    never = tmp_path / "never"
+    args = ["train", "--export-default", str(run), "--epoch", "1", "--calibrate-with",
+            str(floor), "--install-dir", str(never)]
+    for extra, said in ((["--calibration-match", "bogus"],
+                         "--calibration-match 'bogus': choose mean, log, both, shape"),
+                        (["--calibration-passes", "0"], "--calibration-passes")):
+        try:
+            rc = main(args + extra)
+        except SystemExit as exc:  # argparse's own errors (OneLineParser: one line too)
+            rc = exc.code
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.count("\n") == 1 and said in err and "Traceback" not in err
+    for kwargs, said in (({"calibration_match": "median"}, "calibration_match 'median': choose"),
+                         ({"calibration_passes": 0}, "calibration_passes 0: expected")):
+        with pytest.raises(UserError, match=said):
+            export_default(run, epoch=1, calibrate_with=str(floor), dest=never, **kwargs)
+    assert not never.exists()
