@@ -114,3 +114,37 @@ def test_shape_calibration_gives_cells_the_mc_skewness_of_ln_e(mc_50gev) -> None
 def test_an_unknown_calibration_mode_is_one_line(mc_50gev) -> None:
     with pytest.raises(UserError, match="choose mean, log, both, shape"):
         calibrate_prior(PhaseGenerator(sparse=True), mc_50gev, passes=1, match="median")
+
+
+def test_shape_caps_the_noise_strength_at_1_5x_the_mc_spread_of_ln_e(mc_50gev) -> None:
+    """A far too strong energy noise (|s| = 10, both signs) with every cell firing: one pass of
+    ``match="shape"`` leaves no cell with >= 30 MC hits above 1.5x the MC's spread of its ln E
+    (here the spread over all its hits, an upper bound of the per-knot spread the calibration
+    pools), keeps the signs, and leaves cells with fewer hits alone; ``match="both"`` has no cap
+    (the ratio step alone stops at 2/3 of 10)."""
+    from caloforge.data import read_showers
+
+    images, _ = read_showers(mc_50gev)
+    sign = torch.where(torch.rand(15625, generator=torch.Generator().manual_seed(1)) < 0.5,
+                       -1.0, 1.0).reshape(1, 25, 25, 25)
+    got = {}
+    for match in ("shape", "both"):
+        torch.manual_seed(2)
+        gen = PhaseGenerator(sparse=True).eval()
+        thr = float(gen.cell_threshold_gev)
+        with torch.no_grad():
+            gen.prior_sparse[0].fill_(3.0)      # p_hit = Phi(3): every cell fires ~always
+            gen.noise_val.copy_(10.0 * sign)
+        calibrate_prior(gen, mc_50gev, passes=1, match=match)
+        got[match] = gen.noise_val.detach().reshape(-1).numpy()
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    hit = flat >= thr
+    many = hit.sum(axis=0) >= 30
+    logs = np.where(hit, np.log(np.where(hit, flat, 1.0)), np.nan)
+    spread = np.nanstd(logs[:, many], axis=0)
+    s = got["shape"]
+    assert many.sum() > 100 and (~many).sum() > 100
+    assert np.all(np.abs(s[many]) <= 1.5 * spread * (1 + 1e-5))
+    assert float(np.abs(s[many]).max()) < 6.0 < 6.6 < float(np.abs(got["both"][many]).min())
+    assert np.array_equal(np.sign(s), sign.reshape(-1).numpy())
+    assert np.array_equal(np.abs(s[~many]), np.full((~many).sum(), 10.0, np.float32))
