@@ -12,6 +12,7 @@ hit)``), so the mismatch can be measured and removed directly, by fixed-point st
     logit_k  += probit(p_MC) - probit(p_model)
     energy_k += <ln E>_MC - <ln E>_model        (when hit; match="both", the default)
     noise_c  *= sqrt(x_MC / x_model),  x = ln(mean E) - <ln E>   (so that the mean matches too)
+    skew_c   += (g_MC - g_model) / 6,  g the skewness of ln E when hit (match="shape" only)
 
 per cell and prior knot ``k``, each statistic averaged over the events with the prior's
 interpolation weights in ln E (:meth:`PhaseGenerator._hat`), the steps clipped to +-1 (logit)
@@ -140,7 +141,12 @@ def calibrate_prior(gen: PhaseGenerator,
     difference of the mean ln E when hit (the typical cell energy), and also scales each cell's
     energy-noise strength by the ratio of the spreads of ln E (pooled over the knots);
     ``"both"`` steps as ``"log"`` and scales the noise strength so that the mean matches too
-    (by the square root of the ratio of ``ln(mean) - mean ln E``, sigma^2 / 2 for a log-normal)."""
+    (by the square root of the ratio of ``ln(mean) - mean ln E``, sigma^2 / 2 for a log-normal);
+    ``"shape"`` steps as ``"log"`` and also each cell's skew parameter ``noise_skew`` by the
+    difference of the skewnesses of ln E over 6 (the slope of
+    :func:`caloforge.gan.sparse.skew_of` at 0; cells with >= 100 hits in each sample, +-0.15 per
+    pass, kept in [-0.7, 0]). Modes ``"log"`` and ``"shape"`` cap ``|noise strength|`` at 1.5x
+    the MC's spread of the cell's ln E (cells with >= 30 hits in each sample)."""
     from caloforge.data import open_showers
 
     if match not in MATCHES:

@@ -251,7 +251,8 @@ class PhaseGenerator(nn.Module):
     def _cell_noise(self, z: torch.Tensor, channel: int) -> torch.Tensor:
         """The sparse head's full-resolution noise (B, 25, 25, 25) of ``channel`` (0 occupancy,
         1 energy): the latent's cell noise through that channel's index map, times its learned
-        strength."""
+        strength (the energy's made skewed per cell by ``noise_skew``:
+        :func:`caloforge.gan.sparse.skewed_noise`)."""
         cell_noise = z[:, GLOBAL_LATENT:PHASE_LATENT_DIM]
         n = cell_noise[:, self.noise_maps[channel]].reshape(-1, *IMAGE_SHAPE)
         if channel == 0:
