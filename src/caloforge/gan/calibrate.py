@@ -211,7 +211,7 @@ def calibrate_prior(gen: PhaseGenerator,
                 gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
                 if match != "both":  # the noise alone never spreads ln E much more than the MC
                     cap = torch.from_numpy(np.where(enough, _NOISE_CAP * s_data, np.inf)).float()
-                    strength = gen.noise_val.reshape(-1)
+                    strength = gen.noise_val.view(-1)  # a view: written in place
                     strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
             if match == "shape":  # d skew / dk = 6 at k = 0 (caloforge.gan.sparse.skew_of)
                 enough = (data.hits.sum(axis=0) >= _MIN_SKEW_HITS) & \
