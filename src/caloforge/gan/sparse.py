@@ -14,7 +14,8 @@ CaloDiffusion's and CaloScore's sparsity handling, arXiv 2308.03876 / 2206.11898
   strength per cell;
 * a cell fires where ``a + s_a n_a > 0`` (straight-through gradient, as in
   :func:`caloforge.gan.transform.occupancy`) and then holds ``threshold x exp(softplus(v +
-  s_v n_v))``, never less than the threshold;
+  e_v))``, never less than the threshold; ``e_v`` is the energy noise :func:`skewed_noise`
+  (``s_v n_v`` skewed per cell by the calibration's ``k``; Gaussian for ``k = 0``);
 * the per-layer rescaling to the layer energies multiplies the fired cells' energies and keeps
   the occupancy, so it converges in a few passes without moving cells across the threshold.
 """
