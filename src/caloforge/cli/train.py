@@ -135,12 +135,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.export_default:
-        from caloforge.gan.calibrate import MATCHES
+        from caloforge.gan.calibrate import check_settings
         from caloforge.gan.ship import export_default, summary_lines
 
-        if args.calibration_match not in MATCHES:
-            raise UserError(f"--calibration-match {args.calibration_match!r}: choose "
-                            f"{', '.join(MATCHES)}")
+        check_settings(args.calibration_match, args.calibration_passes,
+                       ("--calibration-match", "--calibration-passes"))
         card = export_default(args.export_default, epoch=args.epoch, test_data=args.test_data,
                               floor_data=args.floor_data, reproduce=args.reproduce,
                               dest=args.install_dir, validation_dir=args.validation_output,

@@ -56,6 +56,17 @@ _SKEW_RANGE = (-0.7, 0.0)
 MATCHES = ("mean", "log", "both", "shape")
 
 
+def check_settings(match: str, passes: object,
+                   names: tuple[str, str] = ("match", "passes")) -> None:
+    """One-line :class:`UserError` for a calibration mode not in :data:`MATCHES` or a pass
+    count that is not an integer >= 1, naming them as ``names`` (the caller's parameter or
+    flag names)."""
+    if match not in MATCHES:
+        raise UserError(f"{names[0]} {match!r}: choose {', '.join(MATCHES)}")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise UserError(f"{names[1]} {passes!r}: expected an integer >= 1")
+
+
 class _Marginals:
     """Hat-weighted sums per prior knot: weight, hits, expected hits and energy per cell."""
 
@@ -92,28 +103,31 @@ class _Marginals:
     def log_mean(self) -> np.ndarray:
         return self.log1 / np.maximum(self.hits, 1e-12)
 
+    def _pooled(self, per_knot: np.ndarray) -> np.ndarray:
+        """Per cell: a per-knot statistic (knots, cells) averaged over the knots, hits-weighted."""
+        return (per_knot * self.hits).sum(axis=0) / np.maximum(self.hits.sum(axis=0), 1e-12)
+
+    def _log_variance(self) -> np.ndarray:
+        """(knots, cells): the variance of ln E when hit about each knot's mean."""
+        return np.maximum(self.log2 / np.maximum(self.hits, 1e-12) - self.log_mean() ** 2, 0.0)
+
     def log_excess(self) -> np.ndarray:
         """Per cell: ln(mean E when hit) - mean ln E when hit, pooled over the knots (hits-
         weighted): sigma^2 / 2 for a log-normal cell energy."""
-        ex = np.log(np.maximum(self.mean_when_hit(), 1e-30)) - self.log_mean()
-        return (ex * self.hits).sum(axis=0) / np.maximum(self.hits.sum(axis=0), 1e-12)
+        return self._pooled(np.log(np.maximum(self.mean_when_hit(), 1e-30)) - self.log_mean())
 
     def log_spread(self) -> np.ndarray:
         """Per cell: the spread of ln E when hit, pooled over the knots (hits-weighted)."""
-        var = np.maximum(self.log2 / np.maximum(self.hits, 1e-12) - self.log_mean() ** 2, 0.0)
-        return np.sqrt((var * self.hits).sum(axis=0) / np.maximum(self.hits.sum(axis=0), 1e-12))
+        return np.sqrt(self._pooled(self._log_variance()))
 
 
     def log_skew(self) -> np.ndarray:
         """Per cell: the skewness of ln E when hit, third and second central moments (about
         each knot's mean) pooled over the knots (hits-weighted)."""
         h = np.maximum(self.hits, 1e-12)
-        mu, e2 = self.log1 / h, self.log2 / h
-        m2 = np.maximum(e2 - mu ** 2, 0.0)
+        mu, e2 = self.log_mean(), self.log2 / h
         m3 = self.log3 / h - 3.0 * mu * e2 + 2.0 * mu ** 3
-        total = np.maximum(self.hits.sum(axis=0), 1e-12)
-        var = (m2 * self.hits).sum(axis=0) / total
-        return (m3 * self.hits).sum(axis=0) / total / np.maximum(var, 1e-12) ** 1.5
+        return self._pooled(m3) / np.maximum(self._pooled(self._log_variance()), 1e-12) ** 1.5
 
 
 def _hat(gen: PhaseGenerator, energies: np.ndarray) -> np.ndarray:
@@ -149,8 +163,7 @@ def calibrate_prior(gen: PhaseGenerator,
     the MC's spread of the cell's ln E (cells with >= 30 hits in each sample)."""
     from caloforge.data import open_showers
 
-    if match not in MATCHES:
-        raise UserError(f"match {match!r}: choose {', '.join(MATCHES)}")
+    check_settings(match, passes)
     if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
@@ -225,4 +238,4 @@ def calibrate_prior(gen: PhaseGenerator,
     return offsets
 
 
-__all__ = ["MATCHES", "calibrate_prior"]
+__all__ = ["MATCHES", "calibrate_prior", "check_settings"]

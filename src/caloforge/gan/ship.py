@@ -214,14 +214,10 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                          if isinstance(calibrate_with, (str, os.PathLike))
                          else [str(c) for c in calibrate_with])
     if calibration_files:
-        from caloforge.gan.calibrate import MATCHES
+        from caloforge.gan.calibrate import check_settings
 
-        if calibration_match not in MATCHES:
-            raise UserError(f"calibration_match {calibration_match!r}: choose "
-                            f"{', '.join(MATCHES)}")
-        if isinstance(calibration_passes, bool) or not isinstance(calibration_passes, int) \
-                or calibration_passes < 1:
-            raise UserError(f"calibration_passes {calibration_passes!r}: expected an integer >= 1")
+        check_settings(calibration_match, calibration_passes,
+                       ("calibration_match", "calibration_passes"))
     for what, path in (("test_data", test_data), ("floor_data", floor_data),
                        *(("calibrate_with", c) for c in calibration_files)):
         if path is not None and not Path(path).is_file():
