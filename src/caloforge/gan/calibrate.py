@@ -130,6 +130,11 @@ class _Marginals:
         return self._pooled(m3) / np.maximum(self._pooled(self._log_variance()), 1e-12) ** 1.5
 
 
+def _hit_in_both(data: _Marginals, model: _Marginals, n: float) -> np.ndarray:
+    """Per cell: at least ``n`` hits (summed over the knots) in the MC and in the model."""
+    return (data.hits.sum(axis=0) >= n) & (model.hits.sum(axis=0) >= n)
+
+
 def _hat(gen: PhaseGenerator, energies: np.ndarray) -> np.ndarray:
     ell = torch.from_numpy(np.log(energies / ENERGY_SCALE_GEV)).float().reshape(-1, 1)
     return gen._hat(ell).double().numpy()
@@ -214,8 +219,7 @@ def calibrate_prior(gen: PhaseGenerator,
                                                              0.0)).float()
             gen.prior_sparse[1] += torch.from_numpy(d_value).float()
             if match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
-                enough = (data.hits.sum(axis=0) >= _MIN_NOISE_HITS) & \
-                    (model.hits.sum(axis=0) >= _MIN_NOISE_HITS)
+                enough = _hit_in_both(data, model, _MIN_NOISE_HITS)
                 if match in ("log", "shape"):
                     ratio = s_data / np.maximum(model.log_spread(), 1e-6)
                 else:
@@ -227,8 +231,7 @@ def calibrate_prior(gen: PhaseGenerator,
                     strength = gen.noise_val.view(-1)  # a view: written in place
                     strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
             if match == "shape":  # d skew / dk = 6 at k = 0 (caloforge.gan.sparse.skew_of)
-                enough = (data.hits.sum(axis=0) >= _MIN_SKEW_HITS) & \
-                    (model.hits.sum(axis=0) >= _MIN_SKEW_HITS)
+                enough = _hit_in_both(data, model, _MIN_SKEW_HITS)
                 dk = np.where(enough, np.clip((k_data - model.log_skew()) / 6.0, -_SKEW_STEP,
                                               _SKEW_STEP), 0.0)
                 k = gen.noise_skew + torch.from_numpy(dk).float().reshape(gen.noise_skew.shape)
