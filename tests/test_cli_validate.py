@@ -184,3 +184,31 @@ def test_cli_all_empty_candidate_is_reported_not_a_traceback(files, tmp_path, ca
     report = (out / "report.md").read_text()
     assert "NOT compatible" in report
     assert "-100.00%" in report and "undefined" in report
+
+
+def test_a_candidate_cell_threshold_is_applied_to_every_sample(files, tmp_path, capsys) -> None:
+    """A candidate that declares ``cell_threshold_gev`` and equals the reference with its cells
+    below that threshold zeroed: with the threshold applied to both (the default) they are the
+    same showers (every separation power 0); ``--raw-cells`` sees the MC's sub-threshold cells
+    (the sparsity: its fraction of empty cells, differs)."""
+    ref, _, floor, _ = files
+    images, energies = read_showers(ref)
+    thr = 1e-4  # the fixture MC has cells below it in every shower
+    assert ((images > 0) & (images < thr)).any(axis=(1, 2, 3)).all()
+    cand = tmp_path / "thresholded.h5"
+    write_showers(cand, np.where(images >= thr, images, 0.0).astype(np.float32), energies,
+                  attrs={"cell_threshold_gev": thr})
+    got = {}
+    for flag in ([], ["--raw-cells"]):
+        out = tmp_path / f"v{len(flag)}"
+        rc = main(["validate", "--reference", str(ref), "--candidate", str(cand), "--floor",
+                   str(floor), "--output", str(out), "--no-plots", "--no-classifier", "--quiet",
+                   *flag])
+        assert rc == 0
+        got[len(flag)] = json.loads((out / "metrics.json").read_text())
+    applied, raw = got[0], got[1]
+    assert applied["cell_threshold_applied_gev"] == pytest.approx(thr)
+    assert any("cell threshold" in n for n in applied["notes"])
+    assert max(applied["candidate_vs_reference"]["sep_power"].values()) == 0.0
+    assert raw["cell_threshold_applied_gev"] is None
+    assert raw["candidate_vs_reference"]["sep_power"]["sparsity"] > 0.5

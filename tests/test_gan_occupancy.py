@@ -111,12 +111,19 @@ def test_coupled_generator_round_trips_through_safetensors_and_onnx(tmp_path) ->
     from caloforge.gan.export import export_onnx
 
     gen = _coupled_generator(occ=0.7, shared=0.2)
-    back = load_generator(save_generator(gen, tmp_path / "occ.safetensors"))
-    assert back.layer_occupancy
     z = torch.randn(3, gen.latent_dim, generator=torch.Generator().manual_seed(4))
     e = torch.tensor([5.0, 50.0, 400.0])
     with torch.no_grad():
+        plain = gen(z, e)
+        # the calibration's cell-energy coupling to the layer energy and per-energy strength
+        g = torch.Generator().manual_seed(5)
+        gen.value_layer.copy_(torch.rand(gen.value_layer.shape, generator=g) * 1.5 - 0.5)
+        gen.noise_val_knots.copy_(torch.rand(gen.noise_val_knots.shape, generator=g) + 0.3)
+    back = load_generator(save_generator(gen, tmp_path / "occ.safetensors"))
+    assert back.layer_occupancy
+    with torch.no_grad():
         ref = gen(z, e)
+        assert not torch.allclose(ref, plain)          # the two terms are in the graph
         assert torch.equal(back(z, e), ref)
     sess = ort.InferenceSession(str(export_onnx(gen, tmp_path / "occ.onnx")),
                                 providers=["CPUExecutionProvider"])

@@ -121,9 +121,12 @@ def register(subparsers: Any) -> None:
                    help="with --export-default: calibrate the sparse prior's per-cell hit "
                         "probabilities and energies against these MC files first (not the "
                         "test data; docs/gan.md)")
-    p.add_argument("--calibration-match", default="shape", metavar="MODE",
-                   help="with --calibrate-with: what each cell's energies match (shape: mean, "
-                        "spread and skewness of ln E; both: mean ln E and mean E; docs/gan.md)")
+    p.add_argument("--calibration-match", default="auto", metavar="MODE",
+                   help="with --calibrate-with: what each cell's energies match (layer: mean ln "
+                        "E, and the spread, skewness and layer-energy slope of its share of the "
+                        "layer's energy; shape: mean, spread and skewness of ln E; both: mean "
+                        "ln E and mean E; auto, the default: layer where the model has the "
+                        "layer-energy coupling, else shape; docs/gan.md)")
     p.add_argument("--calibration-passes", type=positive_int, default=6,
                    help="with --calibrate-with: fixed-point passes (default 6)")
     p.add_argument("--validation-output", metavar="DIR",

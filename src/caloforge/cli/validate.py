@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hit-threshold", type=float, default=3e-4, metavar="GEV",
                    help="cell threshold for the hit multiplicity in GeV (default 3e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed for FPD/KPD subsampling and the classifier")
+    p.add_argument("--raw-cells", action="store_true",
+                   help="compare the files as they are (default: when CANDIDATE declares a cell "
+                        "threshold, cells below it count as empty in every sample, as a readout "
+                        "would)")
     p.add_argument("--no-classifier", action="store_true", help="skip the classifier test")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                    max_events=args.max_events, hit_threshold=args.hit_threshold, seed=args.seed,
                    classifier=not args.no_classifier, plots=not args.no_plots,
                    progress=not args.quiet, simulate_floor=not args.no_floor,
-                   floor_seed=args.floor_seed)
+                   floor_seed=args.floor_seed, raw_cells=args.raw_cells)
     if not args.quiet:
         has_floor = res.get("floor_vs_reference") is not None
         print(f"{'metric':<54} {'candidate':>11}" + (f" {'floor':>11} {'ratio':>8}" if has_floor else ""))

@@ -89,6 +89,11 @@ def apply_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     if isinstance(module, PhaseGenerator) and "noise_skew" in expected:
         state = dict(state)  # files before the skewed energy noise: Gaussian (k = 0)
         state.setdefault("noise_skew", torch.zeros(expected["noise_skew"].shape))
+        # and before the per-energy strength of that noise: the same at every energy
+        state.setdefault("noise_val_knots", torch.ones(expected["noise_val_knots"].shape))
+    if isinstance(module, PhaseGenerator) and "value_layer" in expected:
+        state = dict(state)  # files before the cell-energy coupling to the layer energy: none
+        state.setdefault("value_layer", torch.zeros(expected["value_layer"].shape))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

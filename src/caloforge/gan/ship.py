@@ -191,7 +191,7 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    validation_dir: str | os.PathLike[str] | None = None,
                    classifier: bool = True, keep_reference: bool = True,
                    calibrate_with: str | Sequence[str] | None = None,
-                   calibration_passes: int = 6, calibration_match: str = "shape"
+                   calibration_passes: int = 6, calibration_match: str = "auto"
                    ) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
@@ -202,7 +202,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     3DGAN to the package's ``reference/`` first (:func:`_keep_reference`). ``calibrate_with``: an
     MC file (not ``test_data``) the sparse prior is calibrated against before the export
     (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes of mode
-    ``calibration_match``); the card records it."""
+    ``calibration_match``; ``"auto"``: ``"layer"`` for a generator with the layer-energy coupling,
+    else ``"shape"``); the card records it."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -229,8 +230,9 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     gen = load_generator(src)
     calibration = None
     if calibration_files:
-        from caloforge.gan.calibrate import calibrate_prior
+        from caloforge.gan.calibrate import calibrate_prior, resolve_match
 
+        calibration_match = resolve_match(calibration_match, gen)
         offsets = calibrate_prior(gen, calibration_files,  # type: ignore[arg-type]
                                   passes=calibration_passes, match=calibration_match)
         calibration = {"files": calibration_files, "passes": calibration_passes,

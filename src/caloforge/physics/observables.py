@@ -295,14 +295,16 @@ def features_from_file(
     spectrum: LogHistogram | None = None,
     progress: bool = False,
     scan_threshold: float = SCAN_HIT_THRESHOLD_GEV,
+    cell_threshold: float = 0.0,
 ) -> FeatureTable:
     """Stream a shower file chunk by chunk into a :class:`FeatureTable`.
 
     Memory: one chunk of images plus ~1.5 kB of features per event (25^3 grid). If
-    ``spectrum`` is given, every cell energy is also added to that histogram.
+    ``spectrum`` is given, every cell energy is also added to that histogram. Cells below
+    ``cell_threshold`` GeV (if > 0) count as empty (a readout threshold).
     """
     table = features_from_chunks(iter_file(path, max_events, chunk_size, progress),
-                                 hit_threshold, spectrum, scan_threshold)
+                                 hit_threshold, spectrum, scan_threshold, cell_threshold)
     table.extra["path"] = str(path)
     return table
 
@@ -310,11 +312,14 @@ def features_from_file(
 def features_from_chunks(chunks: Iterator[tuple[np.ndarray, np.ndarray]],
                          hit_threshold: float = HIT_THRESHOLD_GEV,
                          spectrum: LogHistogram | None = None,
-                         scan_threshold: float = SCAN_HIT_THRESHOLD_GEV) -> FeatureTable:
+                         scan_threshold: float = SCAN_HIT_THRESHOLD_GEV,
+                         cell_threshold: float = 0.0) -> FeatureTable:
     """:func:`features_from_file` for any stream of ``(images, energies)`` blocks (e.g. showers
     simulated on the fly)."""
     tables = []
     for img, en in chunks:
+        if cell_threshold > 0:
+            img = np.where(img >= cell_threshold, img, 0.0).astype(img.dtype, copy=False)
         tables.append(event_features(img, en, hit_threshold, scan_threshold))
         if spectrum is not None:
             spectrum.add(img)

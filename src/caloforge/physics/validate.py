@@ -236,7 +236,7 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
              max_events: int | None = None, chunk_size: int = 1000,
              hit_threshold: float = HIT_THRESHOLD_GEV, seed: int = 0, classifier: bool = True,
              plots: bool = True, progress: bool = False, simulate_floor: bool = True,
-             floor_seed: int | None = None) -> dict[str, Any]:
+             floor_seed: int | None = None, raw_cells: bool = False) -> dict[str, Any]:
     """Validate a candidate file against a reference file; write metrics.json, plots, report.md.
 
     The floor (MC-vs-MC noise at this sample size): ``floor_path``, a second reference sample
@@ -245,7 +245,11 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
     here: the caloforge MC of the reference's detector at the reference's energies (same events,
     same order) with seed ``floor_seed`` (default: the reference's seed + 1, skipping the
     candidate's MC seed). A non-MC reference without ``floor_path`` gets no floor (a note says
-    so). ``max_events`` limits each file to its first N events. Returns the metrics dict (also
+    so). ``max_events`` limits each file to its first N events. A candidate that declares a cell
+    threshold (``cell_threshold_gev``: below it a generator writes exact zeros) is compared
+    with every sample's cells below that threshold set to zero, as a readout would (a note says
+    so; the MC keeps sub-threshold energies down to 1e-27 GeV, 0.7% of its non-zero cells,
+    which no thresholded candidate can have); ``raw_cells`` compares the files as they are. Returns the metrics dict (also
     written to ``output_dir/metrics.json``), with ``verdict`` and ``energy_scan``.
     """
     paths: dict[str, str | os.PathLike[str]] = {"reference": reference_path, "candidate": candidate_path}
@@ -267,7 +271,7 @@ def validate(reference_path: str | os.PathLike[str], candidate_path: str | os.Pa
         raise UserError(f"{out}: cannot create output directory ({exc.strerror})") from None
     opts = {"max_events": max_events, "chunk_size": chunk_size, "hit_threshold": hit_threshold,
             "seed": seed, "classifier": classifier, "plots": plots, "progress": progress,
-            "simulate_floor": simulate_floor, "floor_seed": floor_seed}
+            "simulate_floor": simulate_floor, "floor_seed": floor_seed, "raw_cells": raw_cells}
     try:
         return _validate_into(out, paths, grid, attrs, opts)
     except BaseException:
@@ -290,7 +294,8 @@ def _tables(paths: dict[str, str | os.PathLike[str]], attrs: dict[str, dict], de
         spectra[label] = LogHistogram()
         tables[label] = features_from_file(p, opts["max_events"], opts["chunk_size"],
                                            opts["hit_threshold"], spectrum=spectra[label],
-                                           progress=opts["progress"], scan_threshold=scan_thr)
+                                           progress=opts["progress"], scan_threshold=scan_thr,
+                                           cell_threshold=opts["cell_threshold"])
     source: dict[str, Any] | None = {"kind": "file", "path": str(paths["floor"])} if "floor" in paths else None
     if source is None and opts["simulate_floor"]:
         if _is_mc(attrs["reference"]) and detector is not None:
@@ -299,7 +304,8 @@ def _tables(paths: dict[str, str | os.PathLike[str]], attrs: dict[str, dict], de
             spectra["floor"] = LogHistogram()
             tables["floor"] = features_from_chunks(
                 _mc_chunks(paths["reference"], opts["max_events"], opts["chunk_size"], s, detector,
-                           opts["progress"]), opts["hit_threshold"], spectra["floor"], scan_thr)
+                           opts["progress"]), opts["hit_threshold"], spectra["floor"], scan_thr,
+                opts["cell_threshold"])
             source = {"kind": "simulated", "seed": s, "detector": detector.name,
                       "path": f"caloforge MC, seed {s}, at the reference's energies"}
         else:
@@ -322,6 +328,11 @@ def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tu
     if scan_thr > SCAN_HIT_THRESHOLD_GEV:
         notes.append(f"hits of the energy scan counted above the candidate's cell threshold "
                      f"{scan_thr:g} GeV (cell_threshold_gev) instead of 1e-05 GeV, in every sample")
+    opts = {**opts, "cell_threshold": 0.0 if opts["raw_cells"] else (cell_thr or 0.0)}
+    if opts["cell_threshold"] > 0:
+        notes.append(f"cells below the candidate's cell threshold {opts['cell_threshold']:g} GeV "
+                     "(cell_threshold_gev) set to 0 in every sample before all metrics, as a "
+                     "readout would (--raw-cells: the files as they are)")
     tables, spectra, source = _tables(paths, attrs, detector, opts, scan_thr, notes)
     t_feat = time.perf_counter() - t_start
     sm = ShapeMetric(tables["reference"])
@@ -331,7 +342,8 @@ def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tu
         "floor": None if source is None else source["path"], "floor_source": source,
         "grid": list(grid), "max_events": opts["max_events"],
         "hit_threshold_gev": opts["hit_threshold"], "scan_hit_threshold_gev": scan_thr,
-        "candidate_cell_threshold_gev": cell_thr, "seed": seed,
+        "candidate_cell_threshold_gev": cell_thr,
+        "cell_threshold_applied_gev": opts["cell_threshold"] or None, "seed": seed,
         "n_events": {k: len(t) for k, t in tables.items()}, "notes": notes,
     }
     for label in ("candidate", "floor"):

@@ -1,0 +1,66 @@
+"""A sparse generator's hits agree with the layer energies it is rescaled to: a layer given less
+than the cell threshold has no hit (the MC has none there), a layer given more has at least one
+and holds that energy, whatever the occupancy logits say (``PhaseGenerator._layer_rule``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from caloforge.gan.phase import PhaseGenerator
+
+THR = 1e-6
+
+
+def _generator(layer_logits: dict[int, float]) -> PhaseGenerator:
+    torch.manual_seed(1)
+    gen = PhaseGenerator(layer_library=(4, 8), sparse=True)
+    with torch.no_grad():
+        gen.up2.weight.zero_()
+        gen.up2.bias.zero_()
+        gen.noise_occ.fill_(0.1)
+        prior = gen.prior_sparse.clone().reshape(2, -1, 25, 25, 25)
+        prior[0] = 0.0                  # every cell fires about half the time ...
+        for layer, logit in layer_logits.items():
+            prior[0, :, :, :, layer] = logit
+        # cells differ (as a data prior's do): a noise number feeds ~5 cells, so with equal
+        # logits two cells of a layer could tie exactly
+        prior[0] += 0.5 * torch.rand(prior[0].shape, generator=torch.Generator().manual_seed(4))
+        prior[1] = 5.0
+        gen.set_prior(gen.prior, gen.prior_knots, prior.reshape(2, prior.shape[1], -1))
+    return gen.eval()
+
+
+def test_layers_without_energy_have_no_hit_and_layers_with_energy_at_least_one() -> None:
+    n = 8
+    gen = _generator({3: -30.0, 5: 30.0, 9: -30.0})   # 3 and 9 never fire, 5 always
+    target = torch.full((n, 25), 0.05)
+    target[:, 3] = 0.01                    # energy, but no cell would fire
+    target[:, 5] = 0.0                     # no energy, but every cell would fire
+    target[:, 9] = 0.5 * THR               # below the threshold: an empty MC layer
+    target[:, 12] = 0.0
+    z = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        x = gen(z, torch.full((n,), 50.0), layer_energies=target).numpy()
+    hits = (x > 0).sum(axis=(1, 2))                                   # (n, 25)
+    assert hits[:, 3].min() == 1 and np.mean(hits[:, 3] == 1) >= 0.75  # its top cell (and a
+    assert hits[:, 3].max() <= 2                               # rare second within 1e-4 of it)
+    np.testing.assert_allclose(x[..., 3].sum(axis=(1, 2)), 0.01, rtol=1e-4)
+    assert hits[:, 5].max() == hits[:, 9].max() == hits[:, 12].max() == 0
+    others = [k for k in range(25) if k not in (3, 5, 9, 12)]
+    assert hits[:, others].min() > 50                 # ordinary layers: untouched, ~half fire
+    np.testing.assert_allclose(x[..., others].sum(axis=(1, 2)), 0.05, rtol=2e-3)
+
+
+def test_the_rule_keeps_a_layer_whose_cells_fire_as_they_are() -> None:
+    """A layer with energy and fired cells is not moved: the same cells fire with and without
+    the rule (the rule's shift is 0 there)."""
+    gen = _generator({})
+    n = 4
+    target = torch.full((n, 25), 0.05)
+    z = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(3))
+    e = torch.full((n,), 50.0)
+    with torch.no_grad():
+        logit, _, _ = gen._sparse_inputs(z, e, target)
+        plain = gen._network(z, e)[:, 0] + gen._cell_noise(z, 0)
+    assert torch.equal(logit > 0, plain > 0)
