@@ -161,8 +161,10 @@ class _Shares:
         y = np.log(np.where(hit, flat, 1.0))
         x = np.broadcast_to(excess[:, None, None, :], images.shape).reshape(n, -1)
         x = np.where(hit, x, 0.0)
-        for key, v in (("n", hit), ("x", x), ("y", y), ("xx", x * x), ("xy", x * y),
-                       ("yy", y * y), ("yyy", y ** 3)):
+        self.sums["n"] += hat.T @ hit
+        for key, a, b, c in (("x", x, None, None), ("y", y, None, None), ("xx", x, x, None),
+                             ("xy", x, y, None), ("yy", y, y, None), ("yyy", y, y, y)):
+            v = a if b is None else a * b if c is None else a * b * c   # one product at a time
             self.sums[key] += hat.T @ v
 
     def _central(self, sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -354,9 +356,10 @@ def calibrate_prior(gen: PhaseGenerator,
             for img, e in f.iter_chunks(1000, 0, stop):
                 img = np.where(img >= float(gen.cell_threshold_gev), img, 0.0)
                 e64 = np.asarray(e, dtype=np.float64)
-                data.add(_hat(gen, e64), img)
+                hat = _hat(gen, e64)
+                data.add(hat, img)
                 if shares is not None:
-                    shares.add(_hat(gen, e64), img, _excess(gen, img, e64))
+                    shares.add(hat, img, _excess(gen, img, e64))
     energies = np.concatenate(parts) if parts else np.zeros(0)
     if len(energies) == 0:
         raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
@@ -378,9 +381,10 @@ def calibrate_prior(gen: PhaseGenerator,
                 showers, fire = gen.fire_probability(z, torch.from_numpy(e).float())
                 x = showers.numpy()
                 x = np.where(x >= float(gen.cell_threshold_gev), x, 0.0)
-                model.add(_hat(gen, e), x, fire.numpy())
+                hat = _hat(gen, e)
+                model.add(hat, x, fire.numpy())
                 if model_shares is not None:
-                    model_shares.add(_hat(gen, e), x, _excess(gen, x, e))
+                    model_shares.add(hat, x, _excess(gen, x, e))
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
         both = hit_data & (model.hits >= _MIN_HITS)
         if match == "mean":

@@ -86,14 +86,15 @@ def apply_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
         state = dict(state)  # older files: no shower prior (neutral)
         state.setdefault("prior", torch.ones(expected["prior"].shape))
         state.setdefault("prior_energy_power", torch.tensor(0.0))
-    if isinstance(module, PhaseGenerator) and "noise_skew" in expected:
-        state = dict(state)  # files before the skewed energy noise: Gaussian (k = 0)
-        state.setdefault("noise_skew", torch.zeros(expected["noise_skew"].shape))
-        # and before the per-energy strength of that noise: the same at every energy
-        state.setdefault("noise_val_knots", torch.ones(expected["noise_val_knots"].shape))
-    if isinstance(module, PhaseGenerator) and "value_layer" in expected:
-        state = dict(state)  # files before the cell-energy coupling to the layer energy: none
-        state.setdefault("value_layer", torch.zeros(expected["value_layer"].shape))
+    if isinstance(module, PhaseGenerator):
+        # buffers the calibration sets, absent from older files: Gaussian energy noise (k = 0),
+        # the same strength at every energy, no cell-energy coupling to the layer energy
+        defaults = {"noise_skew": torch.zeros, "noise_val_knots": torch.ones,
+                    "value_layer": torch.zeros}
+        state = dict(state)
+        for name, fill in defaults.items():
+            if name in expected:
+                state.setdefault(name, fill(expected[name].shape))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
