@@ -149,3 +149,38 @@ def test_a_generator_file_before_the_layer_share_terms_loads_without_them(tmp_pa
     e = torch.tensor([10.0, 30.0, 100.0, 200.0])
     with torch.no_grad():
         assert torch.equal(loaded(z, e), gen(z, e))
+
+
+def _hit_stats(images: np.ndarray) -> tuple[float, float]:
+    """(sd of the total number of fired cells, mean over layers 2-15 of the correlation of a
+    layer's hits with its ln energy, over the showers where it has a hit)."""
+    images = np.where(images >= 1e-6, images, 0.0)
+    hits = (images > 0).sum(axis=(1, 2))                                     # (n, 25)
+    layer = images.sum(axis=(1, 2))
+    corr = [np.corrcoef(hits[on, lay], np.log(layer[on, lay]))[0, 1]
+            for lay in range(2, 16) if (on := hits[:, lay] > 0).sum() > 30]
+    return float(hits.sum(axis=1).std()), float(np.mean(corr))
+
+
+def test_layer_calibration_moves_the_hit_counts_towards_the_mc(mc_two_energies) -> None:
+    """The total number of fired cells scatters at a fixed energy as in the MC, and a layer's
+    hits follow its energy (``caloforge.gan.hit_counts``); a generator whose layers fire
+    independently of their energies and of each other (``match="shape"`` leaves the couplings
+    at zero) is far from both."""
+    from caloforge.data import read_showers
+
+    images, energies = read_showers(mc_two_energies)
+    mc = {e: _hit_stats(images[energies == e]) for e in ENERGIES}
+    # the MC: layers with more energy have more hits; the hits of a shower's layers vary together
+    assert min(c for _, c in mc.values()) > 0.3
+    got = {}
+    for match in ("shape", "layer"):
+        gen = _generator(mc_two_energies)
+        calibrate_prior(gen, mc_two_energies, passes=8, match=match)
+        got[match] = {e: _hit_stats(_generate(gen, e, 11)) for e in ENERGIES}
+    for e in ENERGIES:
+        sd_mc, corr_mc = mc[e]
+        (sd_shape, corr_shape), (sd_layer, corr_layer) = got["shape"][e], got["layer"][e]
+        assert abs(corr_shape) < 0.1 and sd_shape < 0.6 * sd_mc          # the starting point
+        assert abs(np.log(sd_layer / sd_mc)) < np.log(1.25), (e, sd_layer, sd_mc)
+        assert abs(corr_layer - corr_mc) < 0.15, (e, corr_layer, corr_mc)

@@ -9,9 +9,10 @@ import math
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
-from caloforge.gan.layers import LayerEnergySampler, build_library, rescale_layers
+from caloforge.gan.layers import LayerEnergySampler, build_library, rescale_layers, sampler_from
 from caloforge.gan.phase import PHASE_LATENT_DIM, PhaseGenerator
 from caloforge.mc import simulate_to_file
 
@@ -87,6 +88,30 @@ def test_library_holds_the_mc_events_layer_fractions(tmp_path) -> None:
         mine = np.sort(frac[np.isclose(e, energy)].sum(axis=1))
         rows = lib["table"][k, :12].sum(axis=1)
         assert np.allclose(np.sort(rows), mine, rtol=1e-5)
+
+
+def test_a_library_of_two_files_pools_their_events_per_knot(tmp_path) -> None:
+    """Two MC files at the same two energies: each knot holds the events of both (12 + 6), and a
+    sampler of another size refuses the table."""
+    paths = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    for path, n, seed in zip(paths, (24, 12), (5, 6), strict=True):
+        simulate_to_file(path, n_events=n, energies=[10.0, 100.0], seed=seed, progress=False)
+    fracs = []
+    for path in paths:
+        with h5py.File(path) as f:
+            ecal = f["ECAL"][:].astype(np.float64)
+            e = f["energy"][:].reshape(-1).astype(np.float64)
+        fracs.append((np.where(ecal >= THR, ecal, 0).sum(axis=(1, 2)) / e[:, None], e))
+    lib = build_library(paths, THR, knots=2, entries=32, min_entries=4)
+    assert lib["counts"].tolist() == [18.0, 18.0]
+    for k, energy in enumerate((10.0, 100.0)):
+        mine = np.sort(np.concatenate([f[np.isclose(e, energy)].sum(axis=1) for f, e in fracs]))
+        assert np.allclose(np.sort(lib["table"][k, :18].sum(axis=1)), mine, rtol=1e-5)
+    sampler = sampler_from(lib)
+    assert tuple(sampler.table.shape) == (2, 32, 25)
+    with pytest.raises(ValueError, match="library table"):
+        LayerEnergySampler(2, 16).fill(*(torch.as_tensor(lib[k])
+                                         for k in ("table", "counts", "knots")))
 
 
 def test_generator_with_a_library_draws_its_layer_energies_and_round_trips(tmp_path) -> None:

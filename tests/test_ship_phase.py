@@ -200,6 +200,31 @@ def test_export_calibrates_a_sparse_model_with_an_independent_file_only(installe
                        .prior_sparse, gen.prior_sparse)
 
 
+def test_export_can_replace_the_layer_library(installed, mc_file, tmp_path) -> None:
+    """``export_default(library_files=...)``: the installed generator draws from a library of
+    those files (same knots, their events per knot) and the card says so; the test data as a
+    library file is refused with one line."""
+    from caloforge.errors import UserError
+    from caloforge.gan.checkpoint import load_generator
+    from caloforge.gan.ship import export_default
+
+    _, _, run, floor = installed
+    with pytest.raises(UserError, match="library file is the test data"):
+        export_default(run, epoch=1, test_data=str(mc_file), library_files=[str(mc_file)],
+                       dest=tmp_path / "never")
+    card = export_default(run, epoch=1, library_files=[str(floor)], library_entries=40,
+                          dest=tmp_path / "lib", keep_reference=False)
+    gen = load_generator(tmp_path / "lib" / WEIGHTS_NAME)
+    assert tuple(gen.layers.table.shape) == (KNOTS, 40, 25)
+    # the floor file: 96 events at 10, 50, 100 GeV; each of the 4 knots (10-100 GeV) holds the
+    # 32 events nearest to it (build_library's minimum), not the run's 8
+    assert gen.layers.counts.tolist() == [32.0] * KNOTS
+    lib = card["layer_library"]
+    assert (lib["entries"], lib["source"], lib["source_kind"]) == (
+        40, [str(floor)], "--export-library files")
+    assert not (tmp_path / "never").exists()
+
+
 def test_a_bad_calibration_mode_or_pass_count_is_one_line(installed, tmp_path, capsys) -> None:
     """``--calibration-match bogus`` / ``--calibration-passes 0``: one line, exit 2, nothing
     installed; the library names its parameters and refuses before any work."""

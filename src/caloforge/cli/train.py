@@ -129,6 +129,13 @@ def register(subparsers: Any) -> None:
                         "layer-energy coupling, else shape; docs/gan.md)")
     p.add_argument("--calibration-passes", type=positive_int, default=6,
                    help="with --calibrate-with: fixed-point passes (default 6)")
+    p.add_argument("--export-library", metavar="H5", nargs="+",
+                   help="with --export-default: replace the phase generator's layer-energy "
+                        "library by one built from these MC files (pooled; e.g. 'caloforge "
+                        "simulate --energies' at the library's energies) before calibrating; a "
+                        "bigger library repeats fewer layer-energy vectors (docs/gan.md)")
+    p.add_argument("--library-entries", type=positive_int, default=1280, metavar="N",
+                   help="with --export-library: events kept per library energy (default 1280)")
     p.add_argument("--validation-output", metavar="DIR",
                    help="with --export-default: keep the card's validation report and plots there")
     p.set_defaults(func=run)
@@ -148,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
                               dest=args.install_dir, validation_dir=args.validation_output,
                               calibrate_with=args.calibrate_with,
                               calibration_match=args.calibration_match,
-                              calibration_passes=args.calibration_passes)
+                              calibration_passes=args.calibration_passes,
+                              library_files=args.export_library,
+                              library_entries=args.library_entries)
         print("\n".join(summary_lines(card)))
         return 0
     if not args.data or not args.output:

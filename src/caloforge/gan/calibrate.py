@@ -18,8 +18,9 @@ and, with ``match="layer"`` (a generator with the layer-energy coupling), on the
 its layer's energy ``y = ln(E_c / E_l)`` against the layer's energy excess ``x`` instead of on ln
 E itself: the strength per knot ``noise_val_knots`` by the ratio of the spreads of ``y`` about
 its line in ``x``, the skew by the skewness of ``y``, and the coupling ``value_layer`` by the
-difference of the slopes of ``y`` on ``x`` (ring-pooled about the shower axis) -- see
-:func:`calibrate_prior`
+difference of the slopes of ``y`` on ``x`` (ring-pooled about the shower axis;
+:mod:`caloforge.gan.cell_shares`), and the occupancy couplings ``occ_layer`` / ``occ_global`` from
+the hits per layer (:mod:`caloforge.gan.hit_counts`) -- see :func:`calibrate_prior`
 
 per cell and prior knot ``k``, each statistic averaged over the events with the prior's
 interpolation weights in ln E (:meth:`PhaseGenerator._hat`), the steps clipped to +-1 (logit)
@@ -41,28 +42,22 @@ import numpy as np
 import torch
 
 from caloforge.errors import UserError
+from caloforge.gan.cell_shares import CellShares, ring_groups, share_steps, skew_step
+from caloforge.gan.hit_counts import LayerHits, occupancy_steps
 from caloforge.gan.model import ENERGY_SCALE_GEV
 from caloforge.gan.phase import PhaseGenerator
 
 _P_CLIP = 1e-5   # a cell the MC never hits is driven towards probit(1e-5) = -4.3
 _MIN_HITS = 3.0
-_MIN_NOISE_HITS = 30.0
+_MIN_NOISE_HITS = 30.0   # = cell_shares._MIN_NOISE_HITS
+_MIN_SKEW_HITS = 100.0   # = cell_shares._MIN_SKEW_HITS
 _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit step is +-1
 #: |noise strength| <= 1.5x the MC's spread of ln E at that cell (modes log and shape): where
 #: the softplus holds a cell at the threshold, a larger strength barely widens ln E, so the
 #: spread step alone grew one halo cell's strength 10x (1.5 per pass) and its mean energy 900x
 _NOISE_CAP = 1.5
-_MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
-_SKEW_STEP = 0.15        # largest step of a cell's skew parameter k per pass
-#: -0.7 <= k <= 0: the noise's skewness in [-2.5, 0]. Only skewed to low values (the MC's
-#: cells are, everywhere): for k < 0 the noise has an upper bound (``n + k (n^2 - 1)`` peaks
-#: at ``n = -1 / 2k``), while k > 0 gives it a ``k n^2`` upper tail, i.e. rare halo cells with
-#: GeV energies (seen: a cell at the edge with 4x the MC's mean x profile)
-_SKEW_RANGE = (-0.7, 0.0)
 #: Calibration modes of :func:`calibrate_prior`.
 MATCHES = ("mean", "log", "both", "shape", "layer", "auto")
-_MIN_SLOPE_HITS = 100.0  # a ring's slope on the layer-energy excess from >= 100 hits in each
-_SLOPE_STEP = 0.5        # largest step of value_layer per pass
 
 
 def check_settings(match: str, passes: object,
@@ -139,91 +134,6 @@ class _Marginals:
         return self._pooled(m3) / np.maximum(self._pooled(self._log_variance()), 1e-12) ** 1.5
 
 
-class _Shares:
-    """Hat-weighted power sums per prior knot and cell, over the events where the cell is hit,
-    of ``y = ln(E_c / E_l)`` (the cell's share of its layer's energy) and ``x = ln(E_l + t) -
-    <ln(E_l + t)>_E`` (its layer's energy excess over the library's mean at the event's energy,
-    :meth:`caloforge.gan.layers.LayerEnergySampler.log_mean`): the slope of ``y`` on ``x``, the
-    spread of ``y`` about that line and the skewness of ``y``."""
-
-    _KEYS = ("n", "x", "y", "xx", "xy", "yy", "yyy")
-
-    def __init__(self, knots: int, cells: int) -> None:
-        self.sums: dict[str, np.ndarray] = {k: np.zeros((knots, cells)) for k in self._KEYS}
-
-    def add(self, hat: np.ndarray, images: np.ndarray, excess: np.ndarray) -> None:
-        """``images`` (B, X, Y, Z) GeV with exact zeros, ``excess`` (B, Z)."""
-        n = len(images)
-        layer = images.sum(axis=(1, 2), dtype=np.float64)                        # (B, Z)
-        share = images / np.where(layer > 0, layer, 1.0)[:, None, None, :]
-        flat = share.reshape(n, -1)
-        hit = flat > 0
-        y = np.log(np.where(hit, flat, 1.0))
-        x = np.broadcast_to(excess[:, None, None, :], images.shape).reshape(n, -1)
-        x = np.where(hit, x, 0.0)
-        self.sums["n"] += hat.T @ hit
-        for key, a, b, c in (("x", x, None, None), ("y", y, None, None), ("xx", x, x, None),
-                             ("xy", x, y, None), ("yy", y, y, None), ("yyy", y, y, y)):
-            v = a if b is None else a * b if c is None else a * b * c   # one product at a time
-            self.sums[key] += hat.T @ v
-
-    def _central(self, sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = np.maximum(sums["n"], 1e-12)
-        mx, my = sums["x"] / n, sums["y"] / n
-        vx = np.maximum(sums["xx"] / n - mx * mx, 0.0)
-        vy = np.maximum(sums["yy"] / n - my * my, 0.0)
-        cxy = sums["xy"] / n - mx * my
-        m3 = sums["yyy"] / n - 3.0 * my * sums["yy"] / n + 2.0 * my ** 3
-        return {"n": sums["n"], "vx": vx, "vy": vy, "cxy": cxy, "m3": m3}
-
-    def _pool_knots(self, per_knot: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return (per_knot * n).sum(axis=0) / np.maximum(n.sum(axis=0), 1e-12)
-
-    def residual_spread(self) -> np.ndarray:
-        """(knots, cells): the spread of ``y`` about its least-squares line in ``x`` within
-        each knot."""
-        c = self._central(self.sums)
-        return np.sqrt(np.maximum(c["vy"] - c["cxy"] ** 2 / np.maximum(c["vx"], 1e-12), 0.0))
-
-    @property
-    def hits(self) -> np.ndarray:
-        """(knots, cells): the hat-weighted hits."""
-        return self.sums["n"]
-
-    def skew(self) -> np.ndarray:
-        """Per cell: the skewness of ``y``, central moments about each knot's mean pooled over
-        the knots (hits-weighted)."""
-        c = self._central(self.sums)
-        return (self._pool_knots(c["m3"], c["n"])
-                / np.maximum(self._pool_knots(c["vy"], c["n"]), 1e-12) ** 1.5)
-
-    def slope(self) -> np.ndarray:
-        """(knots, cells): the least-squares slope of ``y`` on ``x`` within each knot."""
-        c = self._central(self.sums)
-        return c["cxy"] / np.maximum(c["vx"], 1e-12)
-
-    def grouped(self, groups: np.ndarray) -> _Shares:
-        """The sums of each cell's group (``groups``: a group index per cell, e.g. its layer and
-        ring about the shower axis, :func:`ring_groups`) given to every cell of the group: the
-        MC is symmetric about the axis, and a halo cell's own hundred hits make a noisy slope
-        and no spread at all where it has fewer than thirty."""
-        size = int(groups.max()) + 1
-        out = _Shares(*self.sums["n"].shape)
-        for key, v in self.sums.items():
-            pooled = np.stack([np.bincount(groups, weights=row, minlength=size) for row in v])
-            out.sums[key] = pooled[:, groups]
-        return out
-
-
-def ring_groups(shape: tuple[int, int, int]) -> np.ndarray:
-    """Per cell of a (X, Y, Z) grid (flattened, layer axis last): the index of its (ring,
-    layer), the ring being the distance from the grid's central column rounded to a cell."""
-    nx, ny, nz = shape
-    x, y, z = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
-    ring = np.rint(np.hypot(x - (nx - 1) / 2.0, y - (ny - 1) / 2.0)).astype(np.int64)
-    return (ring * nz + z).reshape(-1)
-
-
 def _hit_in_both(data: _Marginals, model: _Marginals, n: float) -> np.ndarray:
     """Per cell: at least ``n`` hits (summed over the knots) in the MC and in the model."""
     return (data.hits.sum(axis=0) >= n) & (model.hits.sum(axis=0) >= n)
@@ -256,56 +166,6 @@ def _probit(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(p)).numpy()
 
 
-def _skew_step(gen: PhaseGenerator, d_skew: np.ndarray) -> None:
-    """``noise_skew += d_skew / 6`` (d skew / dk = 6 at k = 0, :func:`caloforge.gan.sparse.
-    skew_of`), +-0.15 per pass, kept in [-0.7, 0]."""
-    dk = np.clip(d_skew / 6.0, -_SKEW_STEP, _SKEW_STEP)
-    k = gen.noise_skew + torch.from_numpy(dk).float().reshape(gen.noise_skew.shape)
-    gen.noise_skew.copy_(k.clamp(*_SKEW_RANGE))
-
-
-def _own_or_ring(own: np.ndarray, own_ok: np.ndarray, ring: np.ndarray, ring_ok: np.ndarray
-                 ) -> np.ndarray:
-    """A cell's own statistic where it has the hits, else its ring's, else 0 (no step)."""
-    return np.where(own_ok, own, np.where(ring_ok, ring, 0.0))
-
-
-def _layer_steps(gen: PhaseGenerator, data: _Shares, data_ring: _Shares, model: _Shares,
-                 groups: np.ndarray, cap: np.ndarray) -> None:
-    """The steps of ``match="layer"`` beyond the mean ones, from the shares ``y = ln(E_c /
-    E_l)`` of the MC (``data``, ``data_ring`` its ring-pooled sums) and of the model, each
-    from a cell's own hits where it has enough, else from its ring's (:meth:`_Shares.grouped`):
-
-    * ``noise_val_knots`` (the strength at each knot) by the ratio of the spreads of ``y``
-      about its line in ``x`` (>= 30 hits at the knot in each sample; 2/3..1.5 per pass;
-      ``noise_val`` itself stays), the strength kept <= ``cap`` (1.5x the MC's spread of the
-      cell's ln E);
-    * ``noise_skew`` by the difference of the skewnesses of ``y`` over 6 (>= 100 hits);
-    * ``value_layer`` by the difference of the ring's slopes of ``y`` on ``x`` (>= 100 hits in
-      the ring; +-0.5 per pass)."""
-    model_ring = model.grouped(groups)
-
-    def at_knots(a: _Shares, b: _Shares) -> tuple[np.ndarray, np.ndarray]:
-        ok = (a.hits >= _MIN_NOISE_HITS) & (b.hits >= _MIN_NOISE_HITS)
-        return a.residual_spread() / np.maximum(b.residual_spread(), 1e-6), ok
-
-    ratio = _own_or_ring(*at_knots(data, model), *at_knots(data_ring, model_ring))
-    ratio = np.where(ratio > 0, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
-    scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
-    base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
-    gen.noise_val_knots.copy_(torch.minimum(scale, torch.from_numpy(cap).float()[None] / base))
-
-    def pooled(a: _Shares, b: _Shares) -> tuple[np.ndarray, np.ndarray]:
-        ok = (a.hits.sum(axis=0) >= _MIN_SKEW_HITS) & (b.hits.sum(axis=0) >= _MIN_SKEW_HITS)
-        return a.skew() - b.skew(), ok
-
-    _skew_step(gen, _own_or_ring(*pooled(data, model), *pooled(data_ring, model_ring)))
-    ring_ok = (data_ring.hits >= _MIN_SLOPE_HITS) & (model_ring.hits >= _MIN_SLOPE_HITS)
-    d_slope = np.where(ring_ok, np.clip(data_ring.slope() - model_ring.slope(), -_SLOPE_STEP,
-                                        _SLOPE_STEP), 0.0)
-    gen.value_layer += torch.from_numpy(d_slope).float()
-
-
 def calibrate_prior(gen: PhaseGenerator,
                     mc_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                     passes: int = 3,
@@ -330,7 +190,9 @@ def calibrate_prior(gen: PhaseGenerator,
     the MC's spread of the cell's ln E (cells with >= 30 hits in each sample). ``"layer"`` (a
     generator with the layer-energy coupling) steps the prior as ``"log"`` and then, from each
     cell's share of its layer's energy, the per-knot strength ``noise_val_knots``, the skew and
-    the coupling ``value_layer`` (:func:`_layer_steps`; the same cap); ``"auto"``: ``"layer"``
+    the coupling ``value_layer`` (:func:`caloforge.gan.cell_shares.share_steps`; the same cap),
+    and from the hits per layer the occupancy couplings ``occ_layer`` and ``occ_global``
+    (:func:`caloforge.gan.hit_counts.occupancy_steps`); ``"auto"``: ``"layer"``
     where the generator has the coupling, else ``"shape"``."""
     from caloforge.data import open_showers
 
@@ -343,7 +205,8 @@ def calibrate_prior(gen: PhaseGenerator,
                         "library and the layer-occupancy coupling")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
     data = _Marginals(knots, cells)
-    shares = _Shares(knots, cells) if match == "layer" else None
+    shares = CellShares(knots, cells) if match == "layer" else None
+    hits = LayerHits() if match == "layer" else None
     groups = ring_groups(tuple(gen.noise_skew.shape[1:]))  # type: ignore[arg-type]
     paths = [mc_path] if isinstance(mc_path, (str, os.PathLike)) else list(mc_path)
     parts = []
@@ -358,8 +221,10 @@ def calibrate_prior(gen: PhaseGenerator,
                 e64 = np.asarray(e, dtype=np.float64)
                 hat = _hat(gen, e64)
                 data.add(hat, img)
-                if shares is not None:
-                    shares.add(hat, img, _excess(gen, img, e64))
+                if shares is not None and hits is not None:
+                    excess = _excess(gen, img, e64)
+                    shares.add(hat, img, excess)
+                    hits.add(hat, img, excess, np.log(e64 / ENERGY_SCALE_GEV))
     energies = np.concatenate(parts) if parts else np.zeros(0)
     if len(energies) == 0:
         raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
@@ -372,19 +237,22 @@ def calibrate_prior(gen: PhaseGenerator,
     gen.eval()
     for step in range(passes):
         model = _Marginals(knots, cells)
-        model_shares = _Shares(knots, cells) if shares is not None else None
+        model_shares = CellShares(knots, cells) if shares is not None else None
+        model_hits = LayerHits() if hits is not None else None
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for lo in range(0, len(energies), batch):
                 e = energies[lo:lo + batch]
                 z = torch.randn(len(e), gen.latent_dim, generator=g)
-                showers, fire = gen.fire_probability(z, torch.from_numpy(e).float())
+                showers, fire, density = gen.fire_statistics(z, torch.from_numpy(e).float())
                 x = showers.numpy()
                 x = np.where(x >= float(gen.cell_threshold_gev), x, 0.0)
                 hat = _hat(gen, e)
                 model.add(hat, x, fire.numpy())
-                if model_shares is not None:
-                    model_shares.add(hat, x, _excess(gen, x, e))
+                if model_shares is not None and model_hits is not None:
+                    excess = _excess(gen, x, e)
+                    model_shares.add(hat, x, excess)
+                    model_hits.add(hat, x, excess, np.log(e / ENERGY_SCALE_GEV), density.numpy())
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
         both = hit_data & (model.hits >= _MIN_HITS)
         if match == "mean":
@@ -400,9 +268,11 @@ def calibrate_prior(gen: PhaseGenerator,
                                                              0.0)).float()
             gen.prior_sparse[1] += torch.from_numpy(d_value).float()
             if shares is not None and shares_ring is not None and model_shares is not None:
-                _layer_steps(gen, shares, shares_ring, model_shares, groups,
-                             np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
-                                      _NOISE_CAP * s_data, np.inf))
+                share_steps(gen, shares, shares_ring, model_shares, groups,
+                            np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
+                                     _NOISE_CAP * s_data, np.inf))
+                if hits is not None and model_hits is not None:
+                    occupancy_steps(gen, hits, model_hits)
             elif match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
                 enough = _hit_in_both(data, model, _MIN_NOISE_HITS)
                 if match in ("log", "shape"):
@@ -417,7 +287,7 @@ def calibrate_prior(gen: PhaseGenerator,
                     strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
             if match == "shape":  # d skew / dk = 6 at k = 0 (sparse.skew_of)
                 enough = _hit_in_both(data, model, _MIN_SKEW_HITS)
-                _skew_step(gen, np.where(enough, k_data - model.log_skew(), 0.0))
+                skew_step(gen, np.where(enough, k_data - model.log_skew(), 0.0))
         if progress is not None:
             progress(step + 1, offsets[-1])
     return offsets

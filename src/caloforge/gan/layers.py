@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ class LayerEnergySampler(nn.Module):
         self.register_buffer("knots", torch.linspace(math.log(2.0), math.log(500.0), knots))
 
     def fill(self, table: torch.Tensor, counts: torch.Tensor, knots: torch.Tensor) -> None:
+        if tuple(table.shape) != tuple(self.table.shape):
+            raise ValueError(f"library table {tuple(table.shape)}, expected "
+                             f"{tuple(self.table.shape)}")
         with torch.no_grad():
             self.table.copy_(table)
             self.counts.copy_(counts)
@@ -136,22 +139,27 @@ def rescale_layers(u: torch.Tensor, target_gev: torch.Tensor, threshold: float,
     return u + layer_shift(layer_sum, target_gev, threshold, iterations)[:, None, None, :]
 
 
-def build_library(path: str | os.PathLike[str], threshold: float, knots: int = LIBRARY_KNOTS,
+def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  threshold: float, knots: int = LIBRARY_KNOTS,
                   entries: int = LIBRARY_ENTRIES, min_entries: int = 32, chunk: int = 1000
                   ) -> dict[str, np.ndarray]:
-    """The library of an MC file: ``knots`` energies equally spaced in ln E over the file's
-    energy range; per knot up to ``entries`` of the events nearest to it in ln E (at least the
-    ``min_entries`` nearest), as their layer energies above ``threshold`` over their own
-    primary energy. A file simulated at exactly those energies (``caloforge simulate
-    --energies``) gives each knot its own events. Returns ``table``, ``counts``, ``knots`` (float32)."""
+    """The library of an MC file (or of the events of several, pooled): ``knots`` energies
+    equally spaced in ln E over the events' energy range; per knot up to ``entries`` of the
+    events nearest to it in ln E (at least the ``min_entries`` nearest), as their layer energies
+    above ``threshold`` over their own primary energy. A file simulated at exactly those
+    energies (``caloforge simulate --energies``) gives each knot its own events. Returns
+    ``table``, ``counts``, ``knots`` (float32)."""
     from caloforge.data import open_showers
 
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    path = ", ".join(map(str, paths))
     layer_e, ens = [], []
-    with open_showers(path) as f:
-        for img, e in f.iter_chunks(chunk, 0, f.n_events):
-            img = np.where(img >= threshold, img, 0.0)
-            layer_e.append(img.sum(axis=(1, 2), dtype=np.float64))
-            ens.append(np.asarray(e, dtype=np.float64))
+    for one in paths:
+        with open_showers(one) as f:
+            for img, e in f.iter_chunks(chunk, 0, f.n_events):
+                img = np.where(img >= threshold, img, 0.0)
+                layer_e.append(img.sum(axis=(1, 2), dtype=np.float64))
+                ens.append(np.asarray(e, dtype=np.float64))
     if not ens:
         raise UserError(f"{path}: no events for the layer-energy library")
     lay = np.concatenate(layer_e)
@@ -175,5 +183,13 @@ def build_library(path: str | os.PathLike[str], threshold: float, knots: int = L
     return {"table": table, "counts": counts, "knots": grid.astype(np.float32)}
 
 
+def sampler_from(library: dict[str, np.ndarray]) -> LayerEnergySampler:
+    """A :class:`LayerEnergySampler` holding ``library`` (:func:`build_library`'s output)."""
+    knots, entries, layers = library["table"].shape
+    sampler = LayerEnergySampler(knots, entries, layers)
+    sampler.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")))
+    return sampler
+
+
 __all__ = ["LIBRARY_ENTRIES", "LIBRARY_KNOTS", "SAMPLER_LATENT", "LayerEnergySampler",
-           "build_library", "layer_shift", "rescale_layers"]
+           "build_library", "layer_shift", "rescale_layers", "sampler_from"]

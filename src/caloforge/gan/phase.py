@@ -33,6 +33,8 @@ with 5^3 kernels on all 25^3 cells; a training iteration costs ~20 GFLOP per rea
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -270,23 +272,27 @@ class PhaseGenerator(nn.Module):
             if bool(self.value_layer.any()):  # (an exported graph has the term only if set)
                 value = value + (hat @ self.value_layer).reshape(-1, *IMAGE_SHAPE) \
                     * excess[:, None, None, :]
-        shift = shift + self._layer_rule(logit.amax(dim=(1, 2)) + shift, target).detach()
-        return logit + shift[:, None, None, :], value, target
+        return self._layer_rule(logit + shift[:, None, None, :], target), value, target
 
-    def _layer_rule(self, top: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(B, Z) logit shift that makes a layer's hits agree with its energy: a layer given
-        less than the threshold fires no cell (its largest logit ``top`` moved to -1), a layer
-        given at least the threshold fires at least one (if none would, the largest logit moved
-        to +1e-4: that cell fires, with any within 1e-4 of it, and takes the layer's energy). Why: the rescaling can
-        give a fired cell no less than the threshold, so a library draw with an empty layer
-        kept the cells that fired there at ~1e-6 GeV (layer 0 had a hit in 74-76% of the
-        showers at 10-150 GeV, the MC in 64-68%; its energy-fraction distribution carried the
-        largest separation power of all features, 0.07), and a layer with energy but no fired
-        cell lost it."""
+    def _layer_rule(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The occupancy logits (B, X, Y, Z) made to agree with the layer energies ``target``
+        (B, Z): a layer given less than the threshold fires no cell (all its logits moved down
+        until the largest is -1), a layer given at least the threshold fires at least one (if
+        none would, the logit of its largest cell -- found by an exact comparison with the
+        layer's maximum, so also under bf16 rounding -- set to +1: that cell fires and takes
+        the layer's energy). Why: the rescaling can give a fired cell no less than the
+        threshold, so a library draw with an empty layer kept the cells that fired there at
+        ~1e-6 GeV (layer 0 had a hit in 74-76% of the showers at 10-150 GeV, the MC in 64-68%;
+        its energy-fraction distribution carried the largest separation power of all features,
+        0.07), and a layer with energy but no fired cell lost it. (A first version lifted the
+        largest logit by adding ``1e-4 - top``, which bf16 rounds away.) A ReduceMax, a
+        comparison and a Where in the graph; no gradient through the rule's shift."""
+        top = logit.detach().amax(dim=(1, 2))                                       # (B, Z)
         off = target < float(self.cell_threshold_gev)
-        lower = torch.clamp(-1.0 - top, max=0.0)
-        lift = torch.clamp(1e-4 - top, min=0.0)  # > 0 after rounding for |top| < 100
-        return torch.where(off, lower, lift)
+        lower = torch.where(off, torch.clamp(-1.0 - top, max=0.0), torch.zeros_like(top))
+        lift = (~off) & (top <= 0.0)
+        pick = lift[:, None, None, :] & (logit.detach() >= top[:, None, None, :])
+        return torch.where(pick, 1.0, logit + lower[:, None, None, :])
 
     def _cell_noise(self, z: torch.Tensor, channel: int, hat: torch.Tensor | None = None
                     ) -> torch.Tensor:
@@ -314,10 +320,20 @@ class PhaseGenerator(nn.Module):
         occupancy noise: ``Phi(logit without that noise / |noise strength|)`` (the noise numbers
         also feed the network at 7^3 / 14^3; that weak dependence is neglected). Smooth where a
         sample of showers gives 0/1 counts."""
+        showers, fire, _ = self.fire_statistics(z, energy)
+        return showers, fire
+
+    def fire_statistics(self, z: torch.Tensor, energy: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`fire_probability` and, per layer (B, 25), the expected number of extra hits
+        per unit shift of all its logits: ``sum phi(m / s) / s`` over its cells (``m`` the logit
+        without the cell's occupancy noise, ``s`` that noise's strength)."""
         logit, value, target = self._sparse_inputs(z, energy, None)
         strength = self.noise_occ.abs().clamp_min(1e-6)
-        fire = torch.special.ndtr((logit - self._cell_noise(z, 0)) / strength)
-        return sparse_gev(logit, value, target, float(self.cell_threshold_gev)), fire
+        m = (logit - self._cell_noise(z, 0)) / strength
+        density = (torch.exp(-0.5 * m * m) / (math.sqrt(2.0 * math.pi) * strength)).sum(dim=(1, 2))
+        showers = sparse_gev(logit, value, target, float(self.cell_threshold_gev))
+        return showers, torch.special.ndtr(m), density
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
                     layer_energies: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from caloforge.errors import UserError
 from caloforge.gan.data import CELL_THRESHOLD_GEV
-from caloforge.gan.layers import LayerEnergySampler
+from caloforge.gan.layers import sampler_from
 from caloforge.gan.model import ENERGY_SCALE_GEV
 from caloforge.gan.phase import PRIOR_KNOTS
 
@@ -170,9 +170,8 @@ def layer_occupancy_coefficients(stats: dict[str, np.ndarray], library: dict[str
     ``ln E`` per layer): the part of the hit fluctuation that all layers share. ``a`` is clipped
     to [0, ``MAX_OCC_COEF``], ``g`` to [0, 1]; a bin with fewer than 8 events copies its nearest
     neighbour."""
-    knots, table = library["knots"], library["table"]
-    sampler = LayerEnergySampler(len(knots), table.shape[1], table.shape[2])
-    sampler.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")))
+    table = library["table"]
+    sampler = sampler_from(library)
     e = stats["event_energy"]
     with torch.no_grad():
         mean = sampler.log_mean(torch.from_numpy(e).float(), CELL_THRESHOLD_GEV).double().numpy()
