@@ -33,3 +33,41 @@ def test_regressions_recover_the_slope_and_the_one_factor_loading() -> None:
     expected = (u * total + sigma ** 2) / np.sqrt(total ** 2 + layers * sigma ** 2)
     np.testing.assert_allclose(loading[0], expected, atol=0.08)
     np.testing.assert_allclose(sd[0], np.sqrt(total ** 2 + layers * sigma ** 2), rtol=0.02)
+
+
+def test_share_steps_stop_at_their_bounds_where_the_statistic_does_not_respond() -> None:
+    """A model whose share statistics never move (a cell's sole hit has a share of 1, whatever
+    its parameters): repeated steps take ``value_layer`` to +2.5 and ``noise_val_knots`` down
+    to 1/16, and no further (per pass they are limited to 0.5 and 2/3)."""
+    import torch
+
+    from caloforge.gan.cell_shares import (
+        KNOT_FLOOR,
+        SLOPE_BOUND,
+        CellShares,
+        ring_groups,
+        share_steps,
+    )
+    from caloforge.gan.phase import PhaseGenerator
+
+    gen = PhaseGenerator(layer_library=(2, 8), sparse=True, layer_occupancy=True)
+    knots, cells = gen.noise_val_knots.shape
+    n = 200.0
+
+    def shares(slope: float, spread: float) -> CellShares:
+        """Sums of ``n`` hits per knot and cell with x of mean 0 and variance 1, and y =
+        slope x + noise of the given spread about the line."""
+        s = CellShares(knots, cells)
+        s.sums["n"][:] = n
+        s.sums["xx"][:] = n
+        s.sums["xy"][:] = slope * n
+        s.sums["yy"][:] = (slope ** 2 + spread ** 2) * n
+        return s
+
+    data, model = shares(10.0, 0.01), shares(0.0, 1.0)
+    groups = ring_groups((25, 25, 25))
+    for _ in range(12):
+        with torch.no_grad():
+            share_steps(gen, data, data.grouped(groups), model, groups, np.full(cells, np.inf))
+    assert float(gen.value_layer.min()) == float(gen.value_layer.max()) == SLOPE_BOUND
+    assert float(gen.noise_val_knots.max()) == float(gen.noise_val_knots.min()) == KNOT_FLOOR

@@ -83,3 +83,18 @@ def test_the_top_cell_of_an_empty_layer_fires_under_bf16_rounding() -> None:
     top = logit.float().amax(dim=(1, 2))                    # every fired cell is the layer's top
     lowest = torch.where(out > 0, logit.float(), torch.tensor(float("inf"))).amin(dim=(1, 2))
     assert torch.equal(lowest[:, others], top[:, others])
+
+
+def test_training_gradients_pass_the_rule_to_every_cell_of_a_lifted_layer() -> None:
+    """The rule's shifts are constants: d sigmoid(out) / d logit = sigmoid'(out) for the cells of
+    a layer moved up (whose top is picked), as for an ordinary layer."""
+    gen = _generator({})
+    g = torch.Generator().manual_seed(6)
+    logit = (-3.0 - torch.rand((2, 25, 25, 25), generator=g)).requires_grad_(True)
+    target = torch.full((2, 25), 0.05)
+    out = gen._layer_rule(logit, target)
+    torch.sigmoid(out).sum().backward()
+    s = torch.sigmoid(out.detach())
+    assert logit.grad is not None
+    torch.testing.assert_close(logit.grad, s * (1 - s))
+    assert float(out.detach().amax(dim=(1, 2)).min()) == 1.0    # each layer's top picked

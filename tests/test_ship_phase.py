@@ -207,6 +207,7 @@ def test_export_can_replace_the_layer_library(installed, mc_file, tmp_path) -> N
     from caloforge.errors import UserError
     from caloforge.gan.checkpoint import load_generator
     from caloforge.gan.ship import export_default
+    from caloforge.mc import simulate_to_file
 
     _, _, run, floor = installed
     with pytest.raises(UserError, match="library file is the test data"):
@@ -219,9 +220,18 @@ def test_export_can_replace_the_layer_library(installed, mc_file, tmp_path) -> N
     # the floor file: 96 events at 10, 50, 100 GeV; each of the 4 knots (10-100 GeV) holds the
     # 32 events nearest to it (build_library's minimum), not the run's 8
     assert gen.layers.counts.tolist() == [32.0] * KNOTS
+    run_gen = load_generator(run / "generators" / "epoch-0001.safetensors")
+    assert torch.equal(gen.layers.knots, run_gen.layers.knots)
     lib = card["layer_library"]
     assert (lib["entries"], lib["source"], lib["source_kind"]) == (
         40, [str(floor)], "--export-library files")
+    other = tmp_path / "other.h5"   # other energies: other knots, refused with one line
+    simulate_to_file(other, 12, energies=np.array([20.0, 30.0]), seed=9, progress=False)
+    with pytest.raises(UserError, match="library energies 20-30 GeV"):
+        export_default(run, epoch=1, library_files=str(other), dest=tmp_path / "never")
+    with pytest.raises(UserError, match="library_entries 0"):
+        export_default(run, epoch=1, library_files=str(floor), library_entries=0,
+                       dest=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 
 from caloforge.errors import UserError
+from caloforge.gan.cell_shares import MIN_NOISE_HITS as _MIN_NOISE_HITS
+from caloforge.gan.cell_shares import MIN_SKEW_HITS as _MIN_SKEW_HITS
 from caloforge.gan.cell_shares import CellShares, ring_groups, share_steps, skew_step
 from caloforge.gan.hit_counts import LayerHits, occupancy_steps
 from caloforge.gan.model import ENERGY_SCALE_GEV
@@ -49,8 +51,6 @@ from caloforge.gan.phase import PhaseGenerator
 
 _P_CLIP = 1e-5   # a cell the MC never hits is driven towards probit(1e-5) = -4.3
 _MIN_HITS = 3.0
-_MIN_NOISE_HITS = 30.0   # = cell_shares._MIN_NOISE_HITS
-_MIN_SKEW_HITS = 100.0   # = cell_shares._MIN_SKEW_HITS
 _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit step is +-1
 #: |noise strength| <= 1.5x the MC's spread of ln E at that cell (modes log and shape): where
 #: the softplus holds a cell at the threshold, a larger strength barely widens ln E, so the

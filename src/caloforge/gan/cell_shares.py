@@ -26,8 +26,8 @@ import torch
 
 from caloforge.gan.phase import PhaseGenerator
 
-_MIN_NOISE_HITS = 30.0   # a spread at a knot from >= 30 hits in each sample
-_MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
+MIN_NOISE_HITS = 30.0   # a spread at a knot from >= 30 hits in each sample
+MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
 _SKEW_STEP = 0.15        # largest step of a cell's skew parameter k per pass
 #: -0.7 <= k <= 0: the noise's skewness in [-2.5, 0]. Only skewed to low values (the MC's
 #: cells are, everywhere): for k < 0 the noise has an upper bound (``n + k (n^2 - 1)`` peaks
@@ -151,18 +151,18 @@ def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, mo
     model_ring = model.grouped(groups)
 
     def at_knots(a: CellShares, b: CellShares) -> tuple[np.ndarray, np.ndarray]:
-        ok = (a.hits >= _MIN_NOISE_HITS) & (b.hits >= _MIN_NOISE_HITS)
+        ok = (a.hits >= MIN_NOISE_HITS) & (b.hits >= MIN_NOISE_HITS)
         return a.residual_spread() / np.maximum(b.residual_spread(), 1e-6), ok
 
     ratio = own_or_ring(*at_knots(data, model), *at_knots(data_ring, model_ring))
     ratio = np.where(ratio > 0, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
     scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
     base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
-    scale = torch.minimum(scale, torch.from_numpy(cap).float()[None] / base)
-    gen.noise_val_knots.copy_(scale.clamp_min(KNOT_FLOOR))
+    scale = torch.minimum(scale.clamp_min(KNOT_FLOOR), torch.from_numpy(cap).float()[None] / base)
+    gen.noise_val_knots.copy_(scale)  # the cap wins over the floor
 
     def pooled(a: CellShares, b: CellShares) -> tuple[np.ndarray, np.ndarray]:
-        ok = (a.hits.sum(axis=0) >= _MIN_SKEW_HITS) & (b.hits.sum(axis=0) >= _MIN_SKEW_HITS)
+        ok = (a.hits.sum(axis=0) >= MIN_SKEW_HITS) & (b.hits.sum(axis=0) >= MIN_SKEW_HITS)
         return a.skew() - b.skew(), ok
 
     skew_step(gen, own_or_ring(*pooled(data, model), *pooled(data_ring, model_ring)))
@@ -173,5 +173,5 @@ def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, mo
                           .clamp(-SLOPE_BOUND, SLOPE_BOUND))
 
 
-__all__ = ["KNOT_FLOOR", "SLOPE_BOUND", "CellShares", "own_or_ring", "ring_groups", "share_steps",
+__all__ = ["KNOT_FLOOR", "MIN_NOISE_HITS", "MIN_SKEW_HITS", "SLOPE_BOUND", "CellShares", "own_or_ring", "ring_groups", "share_steps",
            "skew_step"]

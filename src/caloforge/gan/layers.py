@@ -94,8 +94,9 @@ class LayerEnergySampler(nn.Module):
 
     def log_mean(self, energy: torch.Tensor, threshold: float) -> torch.Tensor:
         """(B, Z): the library's mean of ``ln(E_l + threshold)`` at ``energy`` (B,) GeV, linear
-        in ``ln E`` between the knots (the filled entries of each knot; only buffers enter, so
-        an exported graph folds the per-knot table to a constant)."""
+        in ``ln E`` between the knots (the filled entries of each knot; only buffers enter: a
+        constant of the graph, but the ONNX exporter does not fold it, so the graph keeps the
+        table a second time for it)."""
         M = self.table.shape[1]
         filled = (torch.arange(M, device=self.table.device)[None, :] < self.counts[:, None])
         logs = torch.log(self.table * torch.exp(self.knots)[:, None, None] + threshold)
@@ -154,8 +155,13 @@ def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     path = ", ".join(map(str, paths))
     layer_e, ens = [], []
+    grids = set()
     for one in paths:
         with open_showers(one) as f:
+            grids.add(tuple(f.grid))
+            if len(grids) > 1:
+                raise UserError(f"{one}: grid {tuple(f.grid)} differs from the other library "
+                                f"files' {sorted(grids - {tuple(f.grid)})[0]}")
             for img, e in f.iter_chunks(chunk, 0, f.n_events):
                 img = np.where(img >= threshold, img, 0.0)
                 layer_e.append(img.sum(axis=(1, 2), dtype=np.float64))

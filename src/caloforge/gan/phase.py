@@ -276,23 +276,30 @@ class PhaseGenerator(nn.Module):
 
     def _layer_rule(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The occupancy logits (B, X, Y, Z) made to agree with the layer energies ``target``
-        (B, Z): a layer given less than the threshold fires no cell (all its logits moved down
-        until the largest is -1), a layer given at least the threshold fires at least one (if
-        none would, the logit of its largest cell -- found by an exact comparison with the
-        layer's maximum, so also under bf16 rounding -- set to +1: that cell fires and takes
-        the layer's energy). Why: the rescaling can give a fired cell no less than the
-        threshold, so a library draw with an empty layer kept the cells that fired there at
-        ~1e-6 GeV (layer 0 had a hit in 74-76% of the showers at 10-150 GeV, the MC in 64-68%;
-        its energy-fraction distribution carried the largest separation power of all features,
-        0.07), and a layer with energy but no fired cell lost it. (A first version lifted the
-        largest logit by adding ``1e-4 - top``, which bf16 rounds away.) A ReduceMax, a
-        comparison and a Where in the graph; no gradient through the rule's shift."""
+        (B, Z): a layer given less than the threshold fires no cell (its logits moved down until
+        the largest is -1), a layer given at least the threshold fires at least one: if none
+        would, its logits move up until the largest is exactly 0 (``x + (-x)`` is 0 in any
+        rounding) and that cell -- found by an exact comparison with the layer's maximum, so
+        also under bf16, with any cell that ties with it -- gets +1 and takes the layer's
+        energy. The shifts are constants to the gradient (training passes gradients through
+        them to every cell, as before); the picked cell keeps its gradient while training.
+        Why: the rescaling can give a fired cell no less than the threshold, so a library draw
+        with an empty layer kept the cells that fired there at ~1e-6 GeV (layer 0 had a hit in
+        74-76% of the showers at 10-150 GeV, the MC in 64-68%; its energy-fraction distribution
+        carried the largest separation power of all features, 0.07), and a layer with energy but
+        no fired cell lost it. (A first version lifted the largest logit to +1e-4 by adding
+        ``1e-4 - top``, which bf16 rounds away, and which also fired any cell within 1e-4 of
+        the top.) In the graph: a ReduceMax, a comparison and a Where."""
         top = logit.detach().amax(dim=(1, 2))                                       # (B, Z)
         off = target < float(self.cell_threshold_gev)
-        lower = torch.where(off, torch.clamp(-1.0 - top, max=0.0), torch.zeros_like(top))
-        lift = (~off) & (top <= 0.0)
-        pick = lift[:, None, None, :] & (logit.detach() >= top[:, None, None, :])
-        return torch.where(pick, 1.0, logit + lower[:, None, None, :])
+        need = (~off) & (top <= 0.0)
+        shift = torch.where(off, torch.clamp(-1.0 - top, max=0.0),
+                            torch.where(need, -top, torch.zeros_like(top)))
+        shifted = logit + shift[:, None, None, :]
+        pick = need[:, None, None, :] & (logit.detach() >= top[:, None, None, :])
+        if torch.is_grad_enabled() and shifted.requires_grad:  # same values, with a gradient
+            return torch.where(pick, shifted - shifted.detach() + 1.0, shifted)
+        return torch.where(pick, 1.0, shifted)
 
     def _cell_noise(self, z: torch.Tensor, channel: int, hat: torch.Tensor | None = None
                     ) -> torch.Tensor:

@@ -192,7 +192,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                    classifier: bool = True, keep_reference: bool = True,
                    calibrate_with: str | Sequence[str] | None = None,
                    calibration_passes: int = 6, calibration_match: str = "auto",
-                   library_files: Sequence[str] | None = None, library_entries: int = 1280
+                   library_files: str | Sequence[str] | None = None,
+                   library_entries: int = 1280
                    ) -> dict[str, Any]:
     """Install ``run_dir``'s best generator (or that of ``epoch``) into ``dest`` (default:
     :func:`caloforge.gan.shipped.default_dir`, the package's ``default/`` unless
@@ -223,7 +224,11 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
 
         check_settings(calibration_match, calibration_passes,
                        ("calibration_match", "calibration_passes"))
-    library_files = [str(c) for c in library_files or []]
+    library_files = ([str(library_files)] if isinstance(library_files, (str, os.PathLike))
+                     else [str(c) for c in library_files or []])
+    if library_files and (isinstance(library_entries, bool) or not isinstance(library_entries, int)
+                          or library_entries < 1):
+        raise UserError(f"library_entries {library_entries!r}: expected an integer >= 1")
     for what, path in (("test_data", test_data), ("floor_data", floor_data),
                        *(("calibrate_with", c) for c in calibration_files),
                        *(("library_files", c) for c in library_files)):
@@ -338,19 +343,29 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
 
 
 def _replace_library(gen: Any, files: list[str], entries: int, test_data: str | None) -> None:
-    """``gen.layers`` := a library of ``files`` with the same knots (module doc)."""
+    """``gen.layers`` := a library of ``files`` (:func:`caloforge.gan.layers.build_library`), which
+    must give the model's grid and its library energies (the same knots)."""
     from caloforge.gan.layers import build_library, sampler_from
 
     if getattr(gen, "layers", None) is None:
-        raise UserError("--export-library: the generator has no layer-energy library")
+        raise UserError("library_files: the generator has no layer-energy library")
     for f in files:
         if test_data is not None and Path(f).resolve() == Path(test_data).resolve():
             raise UserError(f"{f}: the library file is the test data; use an independent MC "
                             "sample")
-    knots = int(gen.layers.table.shape[0])
+    old = gen.layers
+    knots, layers = int(old.table.shape[0]), int(old.table.shape[2])
     lib = build_library(files, float(gen.cell_threshold_gev), knots=knots, entries=entries)
-    if lib["table"].shape[0] != knots:
-        raise UserError(f"{', '.join(files)}: too few events for a {knots}-energy library")
+    names = ", ".join(files)
+    if lib["table"].shape[2] != layers:
+        raise UserError(f"{names}: {lib['table'].shape[2]} layers; the generator has {layers}")
+    if lib["table"].shape[0] != knots or not np.allclose(lib["knots"], old.knots.cpu().numpy(),
+                                                         atol=1e-4):
+        have = np.exp(lib["knots"][[0, -1]])
+        want = np.exp(old.knots.cpu().numpy()[[0, -1]])
+        raise UserError(f"{names}: {lib['table'].shape[0]} library energies {have[0]:.4g}-"
+                        f"{have[1]:.4g} GeV; the generator's library has {knots} at "
+                        f"{want[0]:.4g}-{want[1]:.4g} GeV (simulate the files at those energies)")
     gen.layers = sampler_from(lib)
 
 
