@@ -147,3 +147,33 @@ def test_generator_with_a_library_draws_its_layer_energies_and_round_trips(tmp_p
     names = [i.name for i in sess.get_inputs()]
     out = sess.run(None, {names[0]: z.numpy(), names[1]: e.numpy()})[0]
     assert np.abs(out - x.numpy()).max() <= 1e-4 * float(x.max())
+
+
+def test_the_exported_graph_holds_the_library_once(tmp_path) -> None:
+    """With the layer-occupancy coupling the graph needs the library's per-knot mean ln energy
+    (``LayerEnergySampler.log_mean``): it is a (K, Z) constant there, not a second copy of the
+    (K, M, Z) table; the graph still equals torch."""
+    import onnx
+    import onnxruntime as ort
+
+    from caloforge.gan.export import export_onnx
+
+    torch.manual_seed(0)
+    g = PhaseGenerator(layer_library=(4, 64), sparse=True, layer_occupancy=True)
+    table = torch.rand(4, 64, 25, generator=torch.Generator().manual_seed(2)) * 1e-3 + 1e-4
+    g.layers.fill(table, torch.full((4,), 64.0), torch.linspace(math.log(2.0), math.log(500.0), 4))
+    with torch.no_grad():
+        g.occ_layer.fill_(0.5)
+    g.eval()
+    path = export_onnx(g, tmp_path / "g.onnx")
+    sizes = [int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer]
+    assert sizes.count(4 * 64 * 25) == 1
+    z = torch.randn(6, g.latent_dim, generator=torch.Generator().manual_seed(3))
+    e = torch.tensor([2.0, 7.0, 30.0, 100.0, 250.0, 500.0])
+    with torch.no_grad():
+        x = g(z, e).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    out = sess.run(None, {names[0]: z.numpy(), names[1]: e.numpy()})[0]
+    assert np.array_equal(out > 0, x > 0)
+    assert np.abs(out - x).max() <= 1e-4 * float(x.max())

@@ -94,13 +94,16 @@ class LayerEnergySampler(nn.Module):
 
     def log_mean(self, energy: torch.Tensor, threshold: float) -> torch.Tensor:
         """(B, Z): the library's mean of ``ln(E_l + threshold)`` at ``energy`` (B,) GeV, linear
-        in ``ln E`` between the knots (the filled entries of each knot; only buffers enter: a
-        constant of the graph, but the ONNX exporter does not fold it, so the graph keeps the
-        table a second time for it)."""
+        in ``ln E`` between the knots (the filled entries of each knot). Only buffers enter, so
+        the per-knot table is a constant: in an ONNX export it is written as one (K, Z)
+        constant (the exporter does not fold it, and the graph kept the whole library a second
+        time to compute it)."""
         M = self.table.shape[1]
         filled = (torch.arange(M, device=self.table.device)[None, :] < self.counts[:, None])
         logs = torch.log(self.table * torch.exp(self.knots)[:, None, None] + threshold)
         per_knot = (logs * filled[:, :, None]).sum(dim=1) / self.counts[:, None]      # (K, Z)
+        if torch.onnx.is_in_onnx_export():  # a constant of the graph, not a computation
+            per_knot = torch.tensor(per_knot.detach().cpu().numpy(), device=per_knot.device)
         pos, lo = self._position(energy)
         w = (pos - lo)[:, None]
         return per_knot[lo.long()] * (1.0 - w) + per_knot[lo.long() + 1] * w
