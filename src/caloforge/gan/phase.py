@@ -279,24 +279,31 @@ class PhaseGenerator(nn.Module):
         (B, Z): a layer given less than the threshold fires no cell (its logits moved down until
         the largest is -1), a layer given at least the threshold fires at least one: if none
         would, its logits move up until the largest is exactly 0 (``x + (-x)`` is 0 in any
-        rounding) and that cell -- found by an exact comparison with the layer's maximum, so
-        also under bf16, with any cell that ties with it -- gets +1 and takes the layer's
-        energy. The shifts are constants to the gradient (training passes gradients through
-        them to every cell, as before); the picked cell keeps its gradient while training.
+        rounding) and that cell -- by its index (an ArgMax and an integer comparison: exact under
+        any rounding; the first of tied cells. In an INT8 graph a comparison with the layer's
+        maximum lost the layer's energy in 7% of the layers of 3,000 showers, the ArgMax in 4%:
+        what remains is the quantized logits before the firing test, not the rule) -- gets +1
+        and takes the layer's energy. The shifts are constants to the gradient (training passes
+        gradients through them to every cell, as before); the picked cell keeps its gradient
+        while training.
         Why: the rescaling can give a fired cell no less than the threshold, so a library draw
         with an empty layer kept the cells that fired there at ~1e-6 GeV (layer 0 had a hit in
         74-76% of the showers at 10-150 GeV, the MC in 64-68%; its energy-fraction distribution
         carried the largest separation power of all features, 0.07), and a layer with energy but
         no fired cell lost it. (A first version lifted the largest logit to +1e-4 by adding
         ``1e-4 - top``, which bf16 rounds away, and which also fired any cell within 1e-4 of
-        the top.) In the graph: a ReduceMax, a comparison and a Where."""
+        the top.) In the graph: a ReduceMax, an ArgMax, an integer comparison and a Where."""
         top = logit.detach().amax(dim=(1, 2))                                       # (B, Z)
         off = target < float(self.cell_threshold_gev)
         need = (~off) & (top <= 0.0)
         shift = torch.where(off, torch.clamp(-1.0 - top, max=0.0),
                             torch.where(need, -top, torch.zeros_like(top)))
         shifted = logit + shift[:, None, None, :]
-        pick = need[:, None, None, :] & (logit.detach() >= top[:, None, None, :])
+        b, nx, ny, nz = logit.shape
+        first = logit.detach().reshape(b, nx * ny, nz).argmax(dim=1, keepdim=True)  # (B, 1, Z)
+        cell = torch.arange(nx * ny, device=logit.device).reshape(1, -1, 1)
+        top_cell = cell == first                                                  # (B, XY, Z)
+        pick = (need[:, None, :] & top_cell).reshape(b, nx, ny, nz)
         if torch.is_grad_enabled() and shifted.requires_grad:  # same values, with a gradient
             return torch.where(pick, shifted - shifted.detach() + 1.0, shifted)
         return torch.where(pick, 1.0, shifted)
