@@ -231,6 +231,7 @@ def calibrate_prior(gen: PhaseGenerator,
     p_data, m_data, s_data = data.p_hit(), data.mean_when_hit(), data.log_spread()
     k_data = data.log_skew()
     shares_ring = shares.grouped(groups) if shares is not None else None
+    hits_fit = hits.regressions() if hits is not None else None
     x_data = data.log_excess()
     hit_data = data.hits >= _MIN_HITS
     offsets: list[float] = []
@@ -271,8 +272,8 @@ def calibrate_prior(gen: PhaseGenerator,
                 share_steps(gen, shares, shares_ring, model_shares, groups,
                             np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
                                      _NOISE_CAP * s_data, np.inf))
-                if hits is not None and model_hits is not None:
-                    occupancy_steps(gen, hits, model_hits)
+                if hits_fit is not None and model_hits is not None:
+                    occupancy_steps(gen, hits_fit, model_hits)
             elif match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
                 enough = _hit_in_both(data, model, _MIN_NOISE_HITS)
                 if match in ("log", "shape"):

@@ -26,8 +26,8 @@ import torch
 
 from caloforge.gan.phase import PhaseGenerator
 
-MIN_NOISE_HITS = 30.0   # a spread at a knot from >= 30 hits in each sample
-MIN_SKEW_HITS = 100.0   # the skewness of a cell's ln E from >= 100 hits in each sample
+MIN_NOISE_HITS = 30.0    # a spread at a knot from >= 30 hits in each sample
+MIN_SKEW_HITS = 100.0    # the skewness of a cell's ln E from >= 100 hits in each sample
 _SKEW_STEP = 0.15        # largest step of a cell's skew parameter k per pass
 #: -0.7 <= k <= 0: the noise's skewness in [-2.5, 0]. Only skewed to low values (the MC's
 #: cells are, everywhere): for k < 0 the noise has an upper bound (``n + k (n^2 - 1)`` peaks
@@ -115,6 +115,7 @@ class CellShares:
             out.sums[key] = pooled[:, groups]
         return out
 
+
 def ring_groups(shape: tuple[int, int, int]) -> np.ndarray:
     """Per cell of a (X, Y, Z) grid (flattened, layer axis last): the index of its (ring,
     layer), the ring being the distance from the grid's central column rounded to a cell."""
@@ -123,6 +124,7 @@ def ring_groups(shape: tuple[int, int, int]) -> np.ndarray:
     ring = np.rint(np.hypot(x - (nx - 1) / 2.0, y - (ny - 1) / 2.0)).astype(np.int64)
     return (ring * nz + z).reshape(-1)
 
+
 def skew_step(gen: PhaseGenerator, d_skew: np.ndarray) -> None:
     """``noise_skew += d_skew / 6`` (d skew / dk = 6 at k = 0, :func:`caloforge.gan.sparse.
     skew_of`), +-0.15 per pass, kept in [-0.7, 0]."""
@@ -130,13 +132,15 @@ def skew_step(gen: PhaseGenerator, d_skew: np.ndarray) -> None:
     k = gen.noise_skew + torch.from_numpy(dk).float().reshape(gen.noise_skew.shape)
     gen.noise_skew.copy_(k.clamp(*_SKEW_RANGE))
 
+
 def own_or_ring(own: np.ndarray, own_ok: np.ndarray, ring: np.ndarray, ring_ok: np.ndarray
-                 ) -> np.ndarray:
+                ) -> np.ndarray:
     """A cell's own statistic where it has the hits, else its ring's, else 0 (no step)."""
     return np.where(own_ok, own, np.where(ring_ok, ring, 0.0))
 
+
 def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, model: CellShares,
-                 groups: np.ndarray, cap: np.ndarray) -> None:
+                groups: np.ndarray, cap: np.ndarray) -> None:
     """The steps of ``match="layer"`` beyond the mean ones, from the shares ``y = ln(E_c /
     E_l)`` of the MC (``data``, ``data_ring`` its ring-pooled sums) and of the model, each
     from a cell's own hits where it has enough, else from its ring's (:meth:`CellShares.grouped`):
@@ -173,5 +177,5 @@ def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, mo
                           .clamp(-SLOPE_BOUND, SLOPE_BOUND))
 
 
-__all__ = ["KNOT_FLOOR", "MIN_NOISE_HITS", "MIN_SKEW_HITS", "SLOPE_BOUND", "CellShares", "own_or_ring", "ring_groups", "share_steps",
-           "skew_step"]
+__all__ = ["KNOT_FLOOR", "MIN_NOISE_HITS", "MIN_SKEW_HITS", "SLOPE_BOUND", "CellShares",
+           "own_or_ring", "ring_groups", "share_steps", "skew_step"]

@@ -102,10 +102,13 @@ class LayerHits:
         return b, u, sd
 
 
-def occupancy_steps(gen: PhaseGenerator, data: LayerHits, model: LayerHits) -> np.ndarray:
-    """Step ``gen.occ_layer`` and ``gen.occ_global`` in place (module doc); returns sd(S) of the
-    model over that of the MC per knot, before the step (1: the spread of the total matches)."""
-    b_data, u_data, sd_data = data.regressions()
+def occupancy_steps(gen: PhaseGenerator, data: tuple[np.ndarray, np.ndarray, np.ndarray],
+                    model: LayerHits) -> np.ndarray:
+    """Step ``gen.occ_layer`` and ``gen.occ_global`` in place (module doc) from the MC's
+    :meth:`LayerHits.regressions` ``data`` (fitted once: the MC does not change between passes)
+    and the model's hits; returns sd(S) of the model over that of the MC per knot, before the
+    step (1: the spread of the total matches)."""
+    b_data, u_data, sd_data = data
     b_model, u_model, sd_model = model.regressions()
     density = model.density()
     ok = density >= _MIN_DENSITY

@@ -65,6 +65,10 @@ class LayerEnergySampler(nn.Module):
         self.register_buffer("counts", torch.ones(knots))
         self.register_buffer("knots", torch.linspace(math.log(2.0), math.log(500.0), knots))
 
+    def fill_library(self, library: dict[str, np.ndarray]) -> None:
+        """:meth:`fill` from :func:`build_library`'s output."""
+        self.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")))
+
     def fill(self, table: torch.Tensor, counts: torch.Tensor, knots: torch.Tensor) -> None:
         if tuple(table.shape) != tuple(self.table.shape):
             raise ValueError(f"library table {tuple(table.shape)}, expected "
@@ -156,25 +160,25 @@ def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     from caloforge.data import open_showers
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    path = ", ".join(map(str, paths))
+    names = ", ".join(map(str, paths))
     layer_e, ens = [], []
-    grids = set()
+    grid0: tuple[int, ...] | None = None
     for one in paths:
         with open_showers(one) as f:
-            grids.add(tuple(f.grid))
-            if len(grids) > 1:
+            grid0 = tuple(f.grid) if grid0 is None else grid0
+            if tuple(f.grid) != grid0:
                 raise UserError(f"{one}: grid {tuple(f.grid)} differs from the other library "
-                                f"files' {sorted(grids - {tuple(f.grid)})[0]}")
+                                f"files' {grid0}")
             for img, e in f.iter_chunks(chunk, 0, f.n_events):
                 img = np.where(img >= threshold, img, 0.0)
                 layer_e.append(img.sum(axis=(1, 2), dtype=np.float64))
                 ens.append(np.asarray(e, dtype=np.float64))
     if not ens:
-        raise UserError(f"{path}: no events for the layer-energy library")
+        raise UserError(f"{names}: no events for the layer-energy library")
     lay = np.concatenate(layer_e)
     e = np.concatenate(ens)
     if len(e) < 4 or e.max() <= e.min():
-        raise UserError(f"{path}: {len(e)} events at {len(np.unique(e))} energies are too few "
+        raise UserError(f"{names}: {len(e)} events at {len(np.unique(e))} energies are too few "
                         "for a layer-energy library (at least 4 events at 2 energies)")
     knots = min(knots, len(e) // 2)  # a small file: fewer knots
     frac = lay / e[:, None]
@@ -196,7 +200,7 @@ def sampler_from(library: dict[str, np.ndarray]) -> LayerEnergySampler:
     """A :class:`LayerEnergySampler` holding ``library`` (:func:`build_library`'s output)."""
     knots, entries, layers = library["table"].shape
     sampler = LayerEnergySampler(knots, entries, layers)
-    sampler.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")))
+    sampler.fill_library(library)
     return sampler
 
 

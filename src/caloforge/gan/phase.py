@@ -292,15 +292,17 @@ class PhaseGenerator(nn.Module):
         carried the largest separation power of all features, 0.07), and a layer with energy but
         no fired cell lost it. (A first version lifted the largest logit to +1e-4 by adding
         ``1e-4 - top``, which bf16 rounds away, and which also fired any cell within 1e-4 of
-        the top.) In the graph: a ReduceMax, an ArgMax, an integer comparison and a Where."""
-        top = logit.detach().amax(dim=(1, 2))                                       # (B, Z)
+        the top.) In the graph: an ArgMax (the maximum itself gathered at its index, not a
+        second reduction), an integer comparison and a Where."""
+        b, nx, ny, nz = logit.shape
+        flat = logit.detach().reshape(b, nx * ny, nz)
+        first = flat.argmax(dim=1, keepdim=True)                                  # (B, 1, Z)
+        top = torch.gather(flat, 1, first)[:, 0]                # (B, Z): the layer's maximum
         off = target < float(self.cell_threshold_gev)
         need = (~off) & (top <= 0.0)
         shift = torch.where(off, torch.clamp(-1.0 - top, max=0.0),
                             torch.where(need, -top, torch.zeros_like(top)))
         shifted = logit + shift[:, None, None, :]
-        b, nx, ny, nz = logit.shape
-        first = logit.detach().reshape(b, nx * ny, nz).argmax(dim=1, keepdim=True)  # (B, 1, Z)
         cell = torch.arange(nx * ny, device=logit.device).reshape(1, -1, 1)
         top_cell = cell == first                                                  # (B, XY, Z)
         pick = (need[:, None, :] & top_cell).reshape(b, nx, ny, nz)

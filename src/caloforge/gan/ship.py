@@ -234,13 +234,15 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                        *(("library_files", c) for c in library_files)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{path}: no such file ({what})")
-    for c in calibration_files:
-        if test_data is not None and Path(c).resolve() == Path(test_data).resolve():
-            raise UserError(f"{c}: the calibration file is the test data; calibrate with an "
-                            "independent MC sample")
+    for kind, files, advice in (("calibration", calibration_files, "calibrate with"),
+                                ("library", library_files, "use")):
+        for c in files:
+            if test_data is not None and Path(c).resolve() == Path(test_data).resolve():
+                raise UserError(f"{c}: the {kind} file is the test data; {advice} an "
+                                "independent MC sample")
     gen = load_generator(src)
     if library_files:
-        _replace_library(gen, library_files, library_entries, test_data)
+        _replace_library(gen, library_files, library_entries)
     calibration = None
     if calibration_files:
         from caloforge.gan.calibrate import calibrate_prior, resolve_match
@@ -342,27 +344,22 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     return card
 
 
-def _replace_library(gen: Any, files: list[str], entries: int, test_data: str | None) -> None:
+def _replace_library(gen: Any, files: list[str], entries: int) -> None:
     """``gen.layers`` := a library of ``files`` (:func:`caloforge.gan.layers.build_library`), which
     must give the model's grid and its library energies (the same knots)."""
     from caloforge.gan.layers import build_library, sampler_from
 
     if getattr(gen, "layers", None) is None:
         raise UserError("library_files: the generator has no layer-energy library")
-    for f in files:
-        if test_data is not None and Path(f).resolve() == Path(test_data).resolve():
-            raise UserError(f"{f}: the library file is the test data; use an independent MC "
-                            "sample")
     old = gen.layers
     knots, layers = int(old.table.shape[0]), int(old.table.shape[2])
     lib = build_library(files, float(gen.cell_threshold_gev), knots=knots, entries=entries)
     names = ", ".join(files)
     if lib["table"].shape[2] != layers:
         raise UserError(f"{names}: {lib['table'].shape[2]} layers; the generator has {layers}")
-    if lib["table"].shape[0] != knots or not np.allclose(lib["knots"], old.knots.cpu().numpy(),
-                                                         atol=1e-4):
-        have = np.exp(lib["knots"][[0, -1]])
-        want = np.exp(old.knots.cpu().numpy()[[0, -1]])
+    own = old.knots.cpu().numpy()
+    if lib["table"].shape[0] != knots or not np.allclose(lib["knots"], own, atol=1e-4):
+        have, want = np.exp(lib["knots"][[0, -1]]), np.exp(own[[0, -1]])
         raise UserError(f"{names}: {lib['table'].shape[0]} library energies {have[0]:.4g}-"
                         f"{have[1]:.4g} GeV; the generator's library has {knots} at "
                         f"{want[0]:.4g}-{want[1]:.4g} GeV (simulate the files at those energies)")

@@ -261,8 +261,7 @@ class PhaseStepper(Stepper):
                           *(torch.as_tensor(prior[k]) if k in prior and k not in start else None
                             for k in ("occ_layer", "occ_global")))  # trained ones are kept
             if gen.layers is not None:
-                lib = prior["layer_library"]
-                gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
+                gen.layers.fill_library(prior["layer_library"])
             disc.feature_mean.copy_(torch.as_tensor(prior["feature_mean"]))
             disc.feature_std.copy_(torch.as_tensor(prior["feature_std"]))
         self.gen: PhaseGenerator = gen.to(device)
