@@ -71,3 +71,90 @@ def test_share_steps_stop_at_their_bounds_where_the_statistic_does_not_respond()
             share_steps(gen, data, data.grouped(groups), model, groups, np.full(cells, np.inf))
     assert float(gen.value_layer.min()) == float(gen.value_layer.max()) == SLOPE_BOUND
     assert float(gen.noise_val_knots.max()) == float(gen.noise_val_knots.min()) == KNOT_FLOOR
+
+
+def test_regressions_take_the_step_to_a_first_hit_apart() -> None:
+    """A layer that is empty in some events (``o = 0``, no hits): the slope among the events
+    with hits is recovered although whether the layer fires depends on its energy excess too
+    (a fit of the counts on ``x`` alone would mix the 0 -> 1 step into it)."""
+    rng = np.random.default_rng(4)
+    n_ev = 20000
+    ell = rng.uniform(-1.0, 1.0, n_ev)
+    x = rng.normal(size=(n_ev, 2))
+    on = (x + rng.normal(size=(n_ev, 2)) > -0.3).astype(np.float64)   # fires more with more E
+    slope = np.array([1.5, 4.0])
+    counts = on * (20.0 + 2.0 * ell[:, None] + slope * x + rng.normal(size=(n_ev, 2)))
+    counts = np.maximum(counts, on)          # a layer with a hit has at least one
+    hits = LayerHits()
+    hits.add_counts(np.ones((n_ev, 1)), counts, x, ell)
+    b, _, _ = hits.regressions()
+    np.testing.assert_allclose(b[0], slope, atol=0.15)
+    naive = np.polyfit(x[:, 1], counts[:, 1], 1)[0]
+    assert abs(naive - slope[1]) > 2.0       # what the on/off column keeps out of the slope
+
+
+def test_occupancy_steps_are_newton_steps_bounded_masked_and_kept_non_negative() -> None:
+    """``occ_layer`` steps by (b_MC - b_model) / D, at most 0.1 per pass, not where the layer's
+    hit density D < 1, and never below 0 (same for ``occ_global`` with the loadings)."""
+    import torch
+
+    from caloforge.gan.hit_counts import occupancy_steps
+    from caloforge.gan.phase import PhaseGenerator
+
+    gen = PhaseGenerator(layer_library=(2, 8), sparse=True, layer_occupancy=True)
+    knots, layers = gen.occ_layer.shape
+    rng = np.random.default_rng(5)
+    n_ev = 400
+    model = LayerHits()
+    density = np.full((n_ev, layers), 4.0)
+    density[:, 3] = 0.5                                      # barely fires: no step
+    model.add_counts(np.full((n_ev, knots), 1.0 / knots), rng.poisson(5.0, (n_ev, layers)),
+                     rng.normal(size=(n_ev, layers)), rng.uniform(-1, 1, n_ev), density)
+    b_model, u_model, sd_model = model.regressions()
+    d_b = np.zeros((knots, layers))
+    d_b[:, 0], d_b[:, 1], d_b[:, 3] = 0.2, 2.0, 2.0           # Newton 0.05; capped 0.1; masked
+    d_b[:, 2] = -2.0                                          # down, from 0.05: stops at 0
+    d_u = np.full((knots, layers), -0.2)                      # from 0.3: 0.3 - 0.05
+    with torch.no_grad():
+        gen.occ_layer.fill_(0.05)
+        gen.occ_global.fill_(0.3)
+    ratio = occupancy_steps(gen, (b_model + d_b, u_model + d_u, sd_model), model)
+    np.testing.assert_allclose(ratio, 1.0)
+    occ = gen.occ_layer.detach().numpy()
+    np.testing.assert_allclose(occ[:, 0], 0.05 + 0.05, rtol=1e-5)
+    np.testing.assert_allclose(occ[:, 1], 0.05 + 0.1, rtol=1e-5)
+    np.testing.assert_allclose(occ[:, 2], 0.0)
+    np.testing.assert_allclose(occ[:, 3], 0.05)
+    glob = gen.occ_global.detach().numpy()
+    np.testing.assert_allclose(glob[:, 3], 0.3)
+    np.testing.assert_allclose(np.delete(glob, 3, axis=1), 0.3 - 0.05, rtol=1e-5)
+
+
+def test_fire_statistics_density_is_the_derivative_of_the_expected_hits() -> None:
+    """``PhaseGenerator.fire_statistics``' density of layer l (the ``D`` of the Newton step)
+    equals the finite difference of the layer's expected hits ``sum_c P_c`` when all its
+    logits move by +-h (here through the occupancy prior of that layer; float64)."""
+    import torch
+
+    from caloforge.gan.phase import PhaseGenerator
+
+    torch.manual_seed(6)
+    gen = PhaseGenerator(sparse=True).double().eval()
+    with torch.no_grad():
+        gen.up2.weight.normal_(0.0, 0.3)
+        gen.noise_occ.uniform_(0.5, 2.0)                 # strengths differ from cell to cell
+        gen.prior_sparse[0].normal_(-1.0, 1.5)
+    z = torch.randn(3, gen.latent_dim, dtype=torch.float64)
+    e = torch.tensor([5.0, 60.0, 400.0], dtype=torch.float64)
+    h = 1e-4
+    prior = gen.prior_sparse.view(2, -1, 25, 25, 25)
+    with torch.no_grad():
+        _, _, density = gen.fire_statistics(z, e)
+        expected = []
+        for sign in (1.0, -1.0):
+            prior[0, :, :, :, 7] += sign * h
+            expected.append(gen.fire_statistics(z, e)[1][:, :, :, 7].sum(dim=(1, 2)))
+            prior[0, :, :, :, 7] -= sign * h
+    fd = (expected[0] - expected[1]) / (2.0 * h)
+    assert float(fd.min()) > 1.0                           # the layer answers a shift
+    np.testing.assert_allclose(density[:, 7].numpy(), fd.numpy(), rtol=1e-5)

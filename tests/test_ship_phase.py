@@ -260,3 +260,30 @@ def test_a_bad_calibration_mode_or_pass_count_is_one_line(installed, tmp_path, c
         with pytest.raises(UserError, match=said):
             export_default(run, epoch=1, calibrate_with=str(floor), dest=never, **kwargs)
     assert not never.exists()
+
+
+def test_export_library_flags_through_the_command_line(installed, tmp_path, capsys) -> None:
+    """``caloforge train --export-default RUN --export-library H5 --library-entries N``: the
+    installed generator holds an N-entry library; a missing library file, or N = 0, is one line
+    and exit 2, and nothing is installed."""
+    from caloforge.gan.checkpoint import load_generator
+
+    _, _, run, floor = installed
+    dest = tmp_path / "cli-lib"
+    base = ["train", "--export-default", str(run), "--epoch", "1"]
+    assert main([*base, "--export-library", str(floor), "--library-entries", "40",
+                 "--install-dir", str(dest)]) == 0
+    capsys.readouterr()
+    assert tuple(load_generator(dest / WEIGHTS_NAME).layers.table.shape) == (KNOTS, 40, 25)
+    never = tmp_path / "never"
+    for extra, said in ((["--export-library", str(tmp_path / "missing.h5")], "missing.h5"),
+                        (["--export-library", str(floor), "--library-entries", "0"],
+                         "--library-entries")):
+        try:
+            rc = main(base + extra + ["--install-dir", str(never)])
+        except SystemExit as exc:  # argparse's own errors (one line too)
+            rc = exc.code
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.count("\n") == 1 and said in err and "Traceback" not in err
+    assert not never.exists()

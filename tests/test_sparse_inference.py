@@ -145,3 +145,41 @@ def test_moves_are_exact_and_replace_the_shuffle() -> None:
     got = compile_model(model, hint="f32").create_infer_request().infer({"x": x, "y": y})
     for ch in range(c):
         np.testing.assert_array_equal(got[ch], h[:, ch])
+
+
+def test_int8_keeps_the_layer_energy_library_exact(tmp_path) -> None:
+    """Quantization leaves the library table alone: a shower's layer energies are a row of it
+    times the primary energy, so an INT8 graph must give every layer the FP32 graph gives
+    energy, and the same layer sums (the rescaling makes them equal to the row). NNCF took the
+    table's Gather for an embedding and stored it in 8 bits per row, which rounded a layer
+    holding less than half a step (row maximum / 254) to zero."""
+    from caloforge.gan.export import export_onnx
+    from caloforge.ovgraph import compile_model
+    from caloforge.runtime.quantize import Calibration, quantize_int8
+
+    g = _phase_generator()
+    gen = torch.Generator().manual_seed(6)
+    with torch.no_grad():  # the first and last layers hold 1e-4..1e-3 of the core's fraction
+        table = g.layers.table  # type: ignore[union-attr]
+        table[:, :, 12] = 0.06  # the row's maximum
+        tiny = 10.0 ** (-4.0 + torch.rand(4, 8, 2, generator=gen))
+        table[:, :, 0], table[:, :, 24] = 0.06 * tiny[..., 0], 0.06 * tiny[..., 1]
+        # no cell of those layers would fire: the layer rule fires one, which holds it all
+        g.prior_sparse.view(2, -1, 25, 25, 25)[0, :, :, :, [0, 24]] = -40.0
+    path = export_onnx(g, tmp_path / "g.onnx")
+    n = 64
+    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(7))
+    e = torch.exp(torch.linspace(float(np.log(2.0)), float(np.log(500.0)), n))
+    with torch.no_grad():
+        target = g.layers(z[:, -2:], e).numpy()  # type: ignore[misc]
+    feeds = {"z": z.numpy(), "energy": e.numpy()}
+    int8 = quantize_int8(path, Calibration(samples=32))
+    got = compile_model(int8, hint="f32", config={"INFERENCE_PRECISION_HINT": "f32"}) \
+        .create_infer_request().infer(feeds)[0]
+    sums = got.sum(axis=(1, 2))
+    small = target[:, [0, 24]]
+    # visible, and below half a step of 8 bits per row (row maximum / 254)
+    assert float(small.min()) > THR and float((small / target.max(axis=1)[:, None]).max()) < 3e-3
+    assert bool((sums > 0).all())  # no layer with energy lost
+    np.testing.assert_allclose(sums[:, [0, 24]], small, rtol=1e-3)  # 3 passes
+    assert ((got[:, :, :, [0, 24]] > 0).sum(axis=(1, 2)) == 1).all()

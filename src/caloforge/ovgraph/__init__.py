@@ -21,6 +21,7 @@ from caloforge.ovgraph.calibrate import (
     DEFAULT_QUANT_PARAMS,
     PRESETS,
     RANGES,
+    RECIPE_VERSION,
     Calibrated,
     calibrate,
     describe_params,
@@ -80,7 +81,7 @@ from caloforge.ovgraph.shuffle import fuse_depth_to_space, narrow_to_crops
 __all__ = [
     "BF16", "BF16_MIN_CHANNELS", "BF16_PARITY_MAX_REL_L2", "DEFAULT_QUANT_PARAMS", "FP32", "INT8",
     "KEEP_F32", "PASS_THROUGH", "PRECISIONS", "PRECISION_HINT_PATH", "PRESETS",
-    "QUANTIZABLE_TYPES", "RANGES", "REWRITES_VERSION", "Calibrated", "Layer", "RuntimeNode", "available_precisions",
+    "QUANTIZABLE_TYPES", "RANGES", "RECIPE_VERSION", "REWRITES_VERSION", "Calibrated", "Layer", "RuntimeNode", "available_precisions",
     "bf16_parity_ok", "calibrate", "collapse_moves", "compile_model", "core", "describe_params", "find_layers",
     "find_node", "fold_dense_into_convolution", "fold_upsample_convolutions",
     "fuse_depth_to_space", "gather_before_elementwise", "input_quantizer",

@@ -60,10 +60,12 @@ def _versions() -> dict[str, str]:
 
 def cache_key(model_sha256: str, calibration: Calibration, optimize: bool) -> str:
     """sha256 of what the quantized model depends on (the rewrites' version included)."""
+    from caloforge.ovgraph.calibrate import RECIPE_VERSION
     from caloforge.ovgraph.rewrites import REWRITES_VERSION
 
     blob = json.dumps({"model_sha256": model_sha256, "calibration": calibration.as_dict(),
                        "optimize": optimize, "rewrites": REWRITES_VERSION if optimize else 0,
+                       "recipe": RECIPE_VERSION,
                        **_versions()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
