@@ -58,6 +58,11 @@ def test_cli_writes_everything(files, tmp_path, capsys) -> None:
     assert f"**Verdict: {v['line']}.**" in report and "Δ shower max" in report
     printed = capsys.readouterr().out
     assert f"verdict: {v['line']}" in printed and "ratio" in printed.splitlines()[0]
+    # one layer deeper: the layer fractions tell it apart, and report and console say which
+    cg, fg = c["classifier_auc_groups"], f["classifier_auc_groups"]
+    assert cg["layer fractions"]["auc"] > max(0.8, fg["layer fractions"]["auc"])
+    assert "Classifier AUC per feature group" in report
+    assert "classifier AUC per feature group: scalars" in printed
 
 
 def test_cli_identical_and_max_events(files, tmp_path, capsys) -> None:

@@ -180,3 +180,27 @@ def test_auc_of_two_gaussians(shift) -> None:
     auc = classifier_auc(ref, cand, seed=0)["auc"]
     best = norm.cdf(shift / np.sqrt(2))
     assert best - 0.06 < auc < best + 0.03, (auc, best)
+
+
+def test_the_classifier_per_feature_group_finds_the_group_that_differs(mc_small) -> None:
+    """A candidate equal to the reference except for wider layers (every per-layer width x1.5):
+    the widths alone separate it (AUC near 1), the other groups -- identical numbers -- do
+    not; the groups partition the high-level features."""
+    from caloforge.physics.observables import FeatureTable
+    from caloforge.physics.validate import feature_groups
+
+    images, energies = mc_small
+    t = event_features(images, energies)
+    cols = dict(t.columns)
+    for a in ("x", "y"):
+        cols[f"width_{a}"] = cols[f"width_{a}"] * np.float32(1.5)
+    wide = FeatureTable(cols, t.grid, t.hit_threshold, dict(t.extra), t.scan_threshold)
+    res = compare(t, wide, seed=0)
+    groups = res["classifier_auc_groups"]
+    assert set(groups) == {"scalars", "layer fractions", "centroids", "widths"}
+    assert groups["widths"]["auc"] > 0.9 and groups["widths"]["features"] == 50
+    for g in ("scalars", "layer fractions", "centroids"):
+        assert abs(groups[g]["auc"] - 0.5) < 0.15, g
+    names = t.high_level()[1]
+    idx = sorted(i for v in feature_groups(names).values() for i in v)
+    assert idx == list(range(len(names)))

@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
                 far = "  far" if r["far"] else ""
                 line += f" {_num(r['floor']):>11} {_num(r['ratio']):>8}{far}"
             print(line)
+        groups = res["candidate_vs_reference"].get("classifier_auc_groups")
+        if groups:
+            floor = (res.get("floor_vs_reference") or {}).get("classifier_auc_groups") or {}
+            print("classifier AUC per feature group: " + ", ".join(
+                f"{k} {_num(v['auc'])}" + (f" (floor {_num(floor[k]['auc'])})" if k in floor
+                                           else "") for k, v in groups.items()))
         print(f"verdict: {res['verdict']['line']}")
         print(f"wrote {args.output}/metrics.json, report.md and plots")
     return 0

@@ -52,6 +52,41 @@ def _group_means(sp: dict[str, float]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
+#: Feature groups of the per-group classifier test, by name prefix of
+#: :meth:`FeatureTable.high_level`'s columns (the per-layer features; the rest are "scalars").
+CLASSIFIER_GROUPS = {"layer fractions": ("f_layer_",), "centroids": ("ec_x_", "ec_y_"),
+                     "widths": ("width_x_", "width_y_")}
+
+
+def feature_groups(names: list[str]) -> dict[str, list[int]]:
+    """Column indices of each classifier group (:data:`CLASSIFIER_GROUPS`, then the scalars:
+    moments, shower maxima, response, hits, sparsity)."""
+    out: dict[str, list[int]] = {"scalars": []}
+    for i, name in enumerate(names):
+        group = next((g for g, prefixes in CLASSIFIER_GROUPS.items()
+                      if name.startswith(prefixes)), "scalars")
+        out.setdefault(group, []).append(i)
+    return {g: idx for g, idx in out.items() if idx}
+
+
+def _classifier(out: dict[str, Any], xr: np.ndarray, xc: np.ndarray, names: list[str],
+                er: np.ndarray, ec: np.ndarray, seed: int) -> None:
+    """The classifier test on all high-level features and on each feature group alone (each
+    with the condition ``ln E``): what tells the samples apart, not only how well. Why: 25
+    per-layer widths that each separate at AUC 0.50-0.56 added up to 0.80 in the shipped
+    default, which no single feature's separation power shows."""
+    c = classifier_auc(np.hstack([xr, er]), np.hstack([xc, ec]), seed=seed)
+    out["classifier_auc"], out["classifier_detail"] = c["auc"], c
+    out["classifier_auc_error"] = auc_error(c["auc"], c["n_test_ref"], c["n_test_cand"])
+    groups = {}
+    for group, idx in feature_groups(names).items():
+        g = classifier_auc(np.hstack([xr[:, idx], er]), np.hstack([xc[:, idx], ec]), seed=seed)
+        groups[group] = {"auc": g["auc"], "error": auc_error(g["auc"], g["n_test_ref"],
+                                                             g["n_test_cand"]),
+                         "features": len(idx)}
+    out["classifier_auc_groups"] = groups
+
+
 def compare(reference: FeatureTable, candidate: FeatureTable,
             ref_spectrum: LogHistogram | None = None, cand_spectrum: LogHistogram | None = None,
             seed: int = 0, classifier: bool = True, shape_metric: ShapeMetric | None = None,
@@ -119,11 +154,8 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
         t0 = time.perf_counter()
         try:
             # the condition (log primary energy) is an input: the test is conditional
-            er = np.log(reference["e_primary"])[:, None]
-            ec = np.log(candidate["e_primary"])[:, None]
-            c = classifier_auc(np.hstack([xr, er]), np.hstack([xc, ec]), seed=seed)
-            out["classifier_auc"], out["classifier_detail"] = c["auc"], c
-            out["classifier_auc_error"] = auc_error(c["auc"], c["n_test_ref"], c["n_test_cand"])
+            _classifier(out, xr, xc, names, np.log(reference["e_primary"])[:, None],
+                        np.log(candidate["e_primary"])[:, None], seed)
         except UserError as exc:
             out["classifier_auc"] = None
             notes.append(str(exc))
@@ -377,4 +409,5 @@ def _validate_into(out: Path, paths: dict[str, str | os.PathLike[str]], grid: tu
     return result
 
 
-__all__ = ["compare", "floor_seed", "validate", "write_report"]
+__all__ = ["CLASSIFIER_GROUPS", "compare", "feature_groups", "floor_seed", "validate",
+           "write_report"]

@@ -84,6 +84,21 @@ def _scan_tables(rep: Report, result: dict[str, Any]) -> None:
         rep.table(["E [GeV]", "Δ response", "Δ width", "Δ hits", "Δ shower max [layers]"], body)
 
 
+def _classifier_groups(rep: Report, cand: dict[str, Any], floor: dict[str, Any] | None) -> None:
+    groups = cand.get("classifier_auc_groups")
+    if not groups:
+        return
+    rep.heading("Classifier AUC per feature group")
+    rep.text("\nThe same trees on one group of high-level features (with ln E) at a time: what "
+             "tells the samples apart. Many per-layer features that each separate a little add "
+             "up in the all-feature AUC.")
+    fg = (floor or {}).get("classifier_auc_groups") or {}
+    rep.table(["group", "features", "candidate"] + (["floor"] if fg else []),
+              [[k, v["features"], _pm(v["auc"], v["error"])]
+               + ([_pm(fg[k]["auc"], fg[k]["error"]) if k in fg else None] if fg else [])
+               for k, v in groups.items()])
+
+
 def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """The one-page validation report (markdown tables + embedded plots)."""
     cand = result["candidate_vs_reference"]
@@ -106,6 +121,7 @@ def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         rep.table(["bin [GeV]", "n ref", "n cand", "P_b", "Q_b", "note"],
                   [[b["bin"], b["n_ref"], b["n_cand"], b.get("P"), b.get("Q"), b["note"]]
                    for b in br["bins"]])
+    _classifier_groups(rep, cand, floor)
     groups = cand.get("sep_power_groups", {})
     if groups:
         rep.heading("Separation power per feature (per-layer features averaged over layers)")
