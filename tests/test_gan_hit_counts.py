@@ -27,7 +27,9 @@ def test_regressions_recover_the_slope_and_the_one_factor_loading() -> None:
     counts = 50.0 + 3.0 * ell[:, None] + b * x + u * f + sigma * rng.normal(size=(n_ev, layers))
     hits = LayerHits()
     hits.add_counts(np.ones((n_ev, 1)), counts, x, ell)
-    slope, loading, sd = hits.regressions()
+    fit = hits.regressions()
+    slope, loading, sd = fit.slope, fit.loading, fit.sd
+    assert float(np.abs(fit.cross).max()) < 0.1          # no layer depends on another's energy
     np.testing.assert_allclose(slope[0], b, atol=0.1)        # 3x its statistical error
     total = u.sum()
     expected = (u * total + sigma ** 2) / np.sqrt(total ** 2 + layers * sigma ** 2)
@@ -87,18 +89,19 @@ def test_regressions_take_the_step_to_a_first_hit_apart() -> None:
     counts = np.maximum(counts, on)          # a layer with a hit has at least one
     hits = LayerHits()
     hits.add_counts(np.ones((n_ev, 1)), counts, x, ell)
-    b, _, _ = hits.regressions()
+    b = hits.regressions().slope
     np.testing.assert_allclose(b[0], slope, atol=0.15)
     naive = np.polyfit(x[:, 1], counts[:, 1], 1)[0]
     assert abs(naive - slope[1]) > 2.0       # what the on/off column keeps out of the slope
 
 
-def test_occupancy_steps_are_newton_steps_bounded_masked_and_kept_non_negative() -> None:
+def test_occupancy_steps_are_newton_steps_bounded_and_masked() -> None:
     """``occ_layer`` steps by (b_MC - b_model) / D, at most 0.1 per pass, not where the layer's
-    hit density D < 1, and never below 0 (same for ``occ_global`` with the loadings)."""
+    hit density D < 1, may turn negative (the MC's deep layers at high energy) but stays within
+    +-2; ``occ_global`` steps the same way with the loadings and never goes below 0."""
     import torch
 
-    from caloforge.gan.hit_counts import occupancy_steps
+    from caloforge.gan.hit_counts import OCC_LAYER_BOUND, occupancy_steps
     from caloforge.gan.phase import PhaseGenerator
 
     gen = PhaseGenerator(layer_library=(2, 8), sparse=True, layer_occupancy=True)
@@ -110,24 +113,30 @@ def test_occupancy_steps_are_newton_steps_bounded_masked_and_kept_non_negative()
     density[:, 3] = 0.5                                      # barely fires: no step
     model.add_counts(np.full((n_ev, knots), 1.0 / knots), rng.poisson(5.0, (n_ev, layers)),
                      rng.normal(size=(n_ev, layers)), rng.uniform(-1, 1, n_ev), density)
-    b_model, u_model, sd_model = model.regressions()
+    fit = model.regressions()
     d_b = np.zeros((knots, layers))
     d_b[:, 0], d_b[:, 1], d_b[:, 3] = 0.2, 2.0, 2.0           # Newton 0.05; capped 0.1; masked
-    d_b[:, 2] = -2.0                                          # down, from 0.05: stops at 0
+    d_b[:, 2] = d_b[:, 4] = -2.0                              # down by 0.1: to -0.05; to -2
     d_u = np.full((knots, layers), -0.2)                      # from 0.3: 0.3 - 0.05
+    d_u[:, 5] = -2.0                                          # from 0.05: stops at 0
     with torch.no_grad():
         gen.occ_layer.fill_(0.05)
+        gen.occ_layer[:, 4] = -1.95
         gen.occ_global.fill_(0.3)
-    ratio = occupancy_steps(gen, (b_model + d_b, u_model + d_u, sd_model), model)
+        gen.occ_global[:, 5] = 0.05
+    ratio = occupancy_steps(gen, fit._replace(slope=fit.slope + d_b, loading=fit.loading + d_u),
+                            model)
     np.testing.assert_allclose(ratio, 1.0)
     occ = gen.occ_layer.detach().numpy()
     np.testing.assert_allclose(occ[:, 0], 0.05 + 0.05, rtol=1e-5)
     np.testing.assert_allclose(occ[:, 1], 0.05 + 0.1, rtol=1e-5)
-    np.testing.assert_allclose(occ[:, 2], 0.0)
+    np.testing.assert_allclose(occ[:, 2], -0.05, rtol=1e-5)
     np.testing.assert_allclose(occ[:, 3], 0.05)
+    np.testing.assert_allclose(occ[:, 4], -OCC_LAYER_BOUND)
     glob = gen.occ_global.detach().numpy()
     np.testing.assert_allclose(glob[:, 3], 0.3)
-    np.testing.assert_allclose(np.delete(glob, 3, axis=1), 0.3 - 0.05, rtol=1e-5)
+    np.testing.assert_allclose(glob[:, 5], 0.0)
+    np.testing.assert_allclose(np.delete(glob, [3, 5], axis=1), 0.3 - 0.05, rtol=1e-5)
 
 
 def test_fire_statistics_density_is_the_derivative_of_the_expected_hits() -> None:
@@ -158,3 +167,26 @@ def test_fire_statistics_density_is_the_derivative_of_the_expected_hits() -> Non
     fd = (expected[0] - expected[1]) / (2.0 * h)
     assert float(fd.min()) > 1.0                           # the layer answers a shift
     np.testing.assert_allclose(density[:, 7].numpy(), fd.numpy(), rtol=1e-5)
+
+
+def test_regressions_recover_the_cross_layer_slopes() -> None:
+    """``n_l = 20 + b_l x_l + c_l x_(l+1) + noise`` with correlated excesses (neighbouring
+    layers share a shower's development): the own slopes ``b`` and the cross slopes ``c`` are
+    recovered, the other cross slopes are 0."""
+    rng = np.random.default_rng(7)
+    n_ev, layers = 20000, 5
+    common = rng.normal(size=(n_ev, 1))
+    x = 0.6 * common + 0.8 * rng.normal(size=(n_ev, layers))
+    b = np.array([2.0, 1.0, 3.0, 0.5, 1.5])
+    c = np.array([-3.0, 0.0, 2.0, 4.0, 0.0])
+    nxt = np.roll(x, -1, axis=1)
+    nxt[:, -1] = 0.0
+    ell = rng.uniform(-1.0, 1.0, n_ev)
+    counts = 20.0 + b * x + c * nxt + rng.normal(size=(n_ev, layers))
+    hits = LayerHits()
+    hits.add_counts(np.ones((n_ev, 1)), counts, x, ell)
+    fit = hits.regressions()
+    np.testing.assert_allclose(fit.slope[0], b, atol=0.05)
+    want = np.zeros((layers, layers))
+    want[np.arange(layers - 1), np.arange(1, layers)] = c[:-1]
+    np.testing.assert_allclose(fit.cross[0], want, atol=0.05)

@@ -152,7 +152,8 @@ def test_generator_with_a_library_draws_its_layer_energies_and_round_trips(tmp_p
 def test_the_exported_graph_holds_the_library_once(tmp_path) -> None:
     """With the layer-occupancy coupling the graph needs the library's per-knot mean ln energy
     (``LayerEnergySampler.log_mean``): it is a (K, Z) constant there, not a second copy of the
-    (K, M, Z) table; the graph still equals torch."""
+    (K, M, Z) table; the graph still equals torch, the cross-layer occupancy coupling
+    included."""
     import onnx
     import onnxruntime as ort
 
@@ -165,13 +166,19 @@ def test_the_exported_graph_holds_the_library_once(tmp_path) -> None:
     with torch.no_grad():
         g.occ_layer.fill_(0.5)
     g.eval()
-    path = export_onnx(g, tmp_path / "g.onnx")
-    sizes = [int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer]
-    assert sizes.count(4 * 64 * 25) == 1
     z = torch.randn(6, g.latent_dim, generator=torch.Generator().manual_seed(3))
     e = torch.tensor([2.0, 7.0, 30.0, 100.0, 250.0, 500.0])
     with torch.no_grad():
+        uncrossed = g(z, e).numpy()
+        # the cross-layer occupancy coupling (a layer's hits follow the other layers' energies)
+        g.occ_cross.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(4))
+        g.occ_cross.diagonal(dim1=1, dim2=2).zero_()
+    path = export_onnx(g, tmp_path / "g.onnx")
+    sizes = [int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer]
+    assert sizes.count(4 * 64 * 25) == 1
+    with torch.no_grad():
         x = g(z, e).numpy()
+    assert not np.array_equal(x > 0, uncrossed > 0)   # the coupling moves hits
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     out = sess.run(None, {names[0]: z.numpy(), names[1]: e.numpy()})[0]

@@ -125,7 +125,8 @@ def register(subparsers: Any) -> None:
                    help="with --calibrate-with: what each cell's energies match (layer: mean ln "
                         "E, and the spread, skewness and layer-energy slope of its share of the "
                         "layer's energy; shape: mean, spread and skewness of ln E; both: mean "
-                        "ln E and mean E; auto, the default: layer where the model has the "
+                        "ln E and mean E; hits: only the occupancy couplings of the hits per "
+                        "layer; auto, the default: layer where the model has the "
                         "layer-energy coupling, else shape; docs/gan.md)")
     p.add_argument("--calibration-passes", type=positive_int, default=6,
                    help="with --calibrate-with: fixed-point passes (default 6)")

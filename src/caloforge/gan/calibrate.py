@@ -57,7 +57,7 @@ _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit ste
 #: spread step alone grew one halo cell's strength 10x (1.5 per pass) and its mean energy 900x
 _NOISE_CAP = 1.5
 #: Calibration modes of :func:`calibrate_prior`.
-MATCHES = ("mean", "log", "both", "shape", "layer", "auto")
+MATCHES = ("mean", "log", "both", "shape", "layer", "hits", "auto")
 
 
 def check_settings(match: str, passes: object,
@@ -192,21 +192,23 @@ def calibrate_prior(gen: PhaseGenerator,
     cell's share of its layer's energy, the per-knot strength ``noise_val_knots``, the skew and
     the coupling ``value_layer`` (:func:`caloforge.gan.cell_shares.share_steps`; the same cap),
     and from the hits per layer the occupancy couplings ``occ_layer`` and ``occ_global``
-    (:func:`caloforge.gan.hit_counts.occupancy_steps`); ``"auto"``: ``"layer"``
-    where the generator has the coupling, else ``"shape"``."""
+    (:func:`caloforge.gan.hit_counts.occupancy_steps`); ``"hits"`` the occupancy couplings
+    alone (the prior, noise and share parameters stay as they are: a calibrated model whose
+    hit counts still need the cross-layer coupling, ``PhaseGenerator.occ_cross``); ``"auto"``:
+    ``"layer"`` where the generator has the coupling, else ``"shape"``."""
     from caloforge.data import open_showers
 
     check_settings(match, passes)
     if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     match = resolve_match(match, gen)
-    if match == "layer" and not gen.layer_occupancy:
-        raise UserError("calibrate_prior: match 'layer' needs a generator with a layer-energy "
-                        "library and the layer-occupancy coupling")
+    if match in ("layer", "hits") and not gen.layer_occupancy:
+        raise UserError(f"calibrate_prior: match {match!r} needs a generator with a "
+                        "layer-energy library and the layer-occupancy coupling")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
     data = _Marginals(knots, cells)
     shares = CellShares(knots, cells) if match == "layer" else None
-    hits = LayerHits() if match == "layer" else None
+    hits = LayerHits() if match in ("layer", "hits") else None
     groups = ring_groups(tuple(gen.noise_skew.shape[1:]))  # type: ignore[arg-type]
     paths = [mc_path] if isinstance(mc_path, (str, os.PathLike)) else list(mc_path)
     parts = []
@@ -221,10 +223,11 @@ def calibrate_prior(gen: PhaseGenerator,
                 e64 = np.asarray(e, dtype=np.float64)
                 hat = _hat(gen, e64)
                 data.add(hat, img)
-                if shares is not None and hits is not None:
+                if hits is not None:
                     excess = _excess(gen, img, e64)
-                    shares.add(hat, img, excess)
                     hits.add(hat, img, excess, np.log(e64 / ENERGY_SCALE_GEV))
+                    if shares is not None:
+                        shares.add(hat, img, excess)
     energies = np.concatenate(parts) if parts else np.zeros(0)
     if len(energies) == 0:
         raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
@@ -250,10 +253,11 @@ def calibrate_prior(gen: PhaseGenerator,
                 x = np.where(x >= float(gen.cell_threshold_gev), x, 0.0)
                 hat = _hat(gen, e)
                 model.add(hat, x, fire.numpy())
-                if model_shares is not None and model_hits is not None:
+                if model_hits is not None:
                     excess = _excess(gen, x, e)
-                    model_shares.add(hat, x, excess)
                     model_hits.add(hat, x, excess, np.log(e / ENERGY_SCALE_GEV), density.numpy())
+                    if model_shares is not None:
+                        model_shares.add(hat, x, excess)
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
         both = hit_data & (model.hits >= _MIN_HITS)
         if match == "mean":
@@ -265,6 +269,12 @@ def calibrate_prior(gen: PhaseGenerator,
         w = data.weight[:, None] * hit_data
         offsets.append(float((np.abs(d_logit) * w).sum() / max(w.sum(), 1e-12)))
         with torch.no_grad():
+            if match == "hits":
+                if hits_fit is not None and model_hits is not None:
+                    occupancy_steps(gen, hits_fit, model_hits)
+                if progress is not None:
+                    progress(step + 1, offsets[-1])
+                continue
             gen.prior_sparse[0] += torch.from_numpy(np.where(data.weight[:, None] > 0, d_logit,
                                                              0.0)).float()
             gen.prior_sparse[1] += torch.from_numpy(d_value).float()

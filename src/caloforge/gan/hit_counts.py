@@ -24,16 +24,24 @@ GeV, a layer with twice the energy has twice the hits):
 phi(m_c / s_c) / s_c`` over its cells (``m_c`` the logit without the cell's occupancy noise,
 ``s_c`` that noise's strength: :meth:`PhaseGenerator.fire_statistics`), so a step is a
 Newton step of the linearised count. Steps within +-0.1 per pass, only where ``D_l >= 1``
-(a layer that barely fires does not answer a logit shift); both couplings kept >= 0, as the
-training's starting values (:func:`caloforge.gan.phase_stats.layer_occupancy_coefficients`):
+(a layer that barely fires does not answer a logit shift). ``occ_global`` is kept >= 0, as
+the training's starting values (:func:`caloforge.gan.phase_stats.layer_occupancy_coefficients`):
 the loading is measured against the sum ``S``, so it is positive whatever the sign of
-``occ_global`` -- a negative coupling would only ever be stepped further down -- and a layer
-given more energy than usual does not fire fewer cells. Where the model's layers share more
-than the MC's without any coupling (its network's own global noise), the step stops at 0.
-Each pass re-measures the model on the same noise.
+``occ_global`` -- a negative coupling would only ever be stepped further down; where the
+model's layers share more than the MC's without any coupling (its network's own global
+noise), the step stops at 0. ``occ_layer`` may be negative (within +-2; the trained values
+are below 1): in the MC a layer behind the shower maximum that gets more energy than usual
+has *fewer* hits at high energies (slopes of -15 to -40 hits per unit excess in layers 16-19
+at 300-500 GeV: the shower is late, so there it is near its maximum, dense and narrow, not in
+its wide tail). A first version kept ``occ_layer >= 0`` too; the slopes there stayed at 0 and
+the spread of the total hit count at a fixed energy, without conditioning on the layer
+energies, came out 0.7x the MC's above 150 GeV. Each pass re-measures the model on the same
+noise.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +50,19 @@ from caloforge.gan.phase import PhaseGenerator
 
 _STEP = 0.1       # largest step of occ_layer / occ_global per pass
 _MIN_DENSITY = 1.0
+OCC_LAYER_BOUND = 2.0  # |occ_layer| <= 2
+OCC_CROSS_BOUND = 1.0  # |occ_cross| <= 1
+
+
+class HitFit(NamedTuple):
+    """:meth:`LayerHits.regressions`: per knot, the slopes of each layer's hits on its own
+    energy excess (K, Z) and on the other layers' (K, Z, Z), the one-factor loadings of the
+    residuals (K, Z) and the spread of their sum (K,)."""
+
+    slope: np.ndarray
+    loading: np.ndarray
+    sd: np.ndarray
+    cross: np.ndarray
 
 
 class LayerHits:
@@ -75,13 +96,14 @@ class LayerHits:
         hat = self.array("hat")
         return (hat.T @ self.array("d")) / np.maximum(hat.sum(axis=0), 1e-12)[:, None]
 
-    def regressions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(b, u, sd_S), per knot: the slope (K, Z) of each layer's hit count on its energy
-        excess, the loading (K, Z) of its residual on the residual sum ``S``, and sd(S) (K,)
-        (module doc)."""
+    def regressions(self) -> HitFit:
+        """Per knot: the slope (K, Z) of each layer's hit count on its own energy excess, the
+        slopes (K, Z, Z) on the other layers' excesses (``cross[k, l, m]``, diagonal 0), the
+        loading (K, Z) of its residual on the residual sum ``S``, and sd(S) (K,) (module doc)."""
         hat, n, x, ell = (self.array(k) for k in ("hat", "n", "x", "ell"))
         knots, layers = hat.shape[1], n.shape[1]
         b, u, sd = np.zeros((knots, layers)), np.zeros((knots, layers)), np.zeros(knots)
+        cross = np.zeros((knots, layers, layers))
         for k in range(knots):
             sel = hat[:, k] > 0
             w = hat[sel, k]
@@ -92,35 +114,41 @@ class LayerHits:
             resid = np.zeros((sel.sum(), layers))
             for lay in range(layers):
                 on = (n[sel, lay] > 0).astype(np.float64)[:, None]
-                a = np.concatenate([base, on, on * x[sel, lay:lay + 1]], axis=1)
+                a = np.concatenate([base, on, on * x[sel]], axis=1)  # own excess and the others'
                 coef = np.linalg.lstsq(a * root, n[sel, lay] * root[:, 0], rcond=None)[0]
-                b[k, lay] = coef[4]
+                b[k, lay] = coef[4 + lay]
+                cross[k, lay] = coef[4:]
+                cross[k, lay, lay] = 0.0
                 resid[:, lay] = n[sel, lay] - a @ coef
             total = resid.sum(axis=1)
             sd[k] = np.sqrt((w * total * total).sum() / w.sum())
             u[k] = (w[:, None] * resid * total[:, None]).sum(axis=0) / w.sum() / max(sd[k], 1e-9)
-        return b, u, sd
+        return HitFit(b, u, sd, cross)
 
 
-def occupancy_steps(gen: PhaseGenerator, data: tuple[np.ndarray, np.ndarray, np.ndarray],
-                    model: LayerHits) -> np.ndarray:
-    """Step ``gen.occ_layer`` and ``gen.occ_global`` in place (module doc) from the MC's
-    :meth:`LayerHits.regressions` ``data`` (fitted once: the MC does not change between passes)
-    and the model's hits; returns sd(S) of the model over that of the MC per knot, before the
-    step (1: the spread of the total matches)."""
-    b_data, u_data, sd_data = data
-    b_model, u_model, sd_model = model.regressions()
+def occupancy_steps(gen: PhaseGenerator, data: HitFit, model: LayerHits) -> np.ndarray:
+    """Step ``gen.occ_layer``, ``gen.occ_cross`` and ``gen.occ_global`` in place (module doc)
+    from the MC's :meth:`LayerHits.regressions` ``data`` (fitted once: the MC does not change
+    between passes) and the model's hits; returns sd(S) of the model over that of the MC per
+    knot, before the step (1: the spread of the total matches)."""
+    fit = model.regressions()
     density = model.density()
     ok = density >= _MIN_DENSITY
 
-    def step(d: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.where(ok, np.clip(d / np.maximum(density, _MIN_DENSITY),
-                                                     -_STEP, _STEP), 0.0)).float()
+    def step(d: np.ndarray, dens: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.where(mask, np.clip(d / np.maximum(dens, _MIN_DENSITY),
+                                                       -_STEP, _STEP), 0.0)).float()
 
     with torch.no_grad():
-        gen.occ_layer.copy_((gen.occ_layer + step(b_data - b_model)).clamp_min(0.0))
-        gen.occ_global.copy_((gen.occ_global + step(u_data - u_model)).clamp_min(0.0))
-    return sd_model / np.maximum(sd_data, 1e-9)
+        gen.occ_layer.copy_((gen.occ_layer + step(data.slope - fit.slope, density, ok))
+                            .clamp(-OCC_LAYER_BOUND, OCC_LAYER_BOUND))
+        d_cross = step(data.cross - fit.cross, density[:, :, None], ok[:, :, None])
+        cross = (gen.occ_cross + d_cross).clamp(-OCC_CROSS_BOUND, OCC_CROSS_BOUND)
+        cross.diagonal(dim1=1, dim2=2).zero_()
+        gen.occ_cross.copy_(cross)
+        gen.occ_global.copy_((gen.occ_global + step(data.loading - fit.loading, density, ok))
+                             .clamp_min(0.0))
+    return fit.sd / np.maximum(data.sd, 1e-9)
 
 
-__all__ = ["LayerHits", "occupancy_steps"]
+__all__ = ["OCC_CROSS_BOUND", "OCC_LAYER_BOUND", "HitFit", "LayerHits", "occupancy_steps"]
