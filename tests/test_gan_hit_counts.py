@@ -98,10 +98,12 @@ def test_regressions_take_the_step_to_a_first_hit_apart() -> None:
 def test_occupancy_steps_are_newton_steps_bounded_and_masked() -> None:
     """``occ_layer`` steps by (b_MC - b_model) / D, at most 0.1 per pass, not where the layer's
     hit density D < 1, may turn negative (the MC's deep layers at high energy) but stays within
-    +-2; ``occ_global`` steps the same way with the loadings and never goes below 0."""
+    +-2; ``occ_cross[l, m]`` the same with the cross slopes and row l's density, within +-1,
+    its diagonal kept 0; ``occ_global`` steps with the loadings and never goes below 0; the
+    returned ratio is the model's sd(S) over the MC's."""
     import torch
 
-    from caloforge.gan.hit_counts import OCC_LAYER_BOUND, occupancy_steps
+    from caloforge.gan.hit_counts import OCC_CROSS_BOUND, OCC_LAYER_BOUND, occupancy_steps
     from caloforge.gan.phase import PhaseGenerator
 
     gen = PhaseGenerator(layer_library=(2, 8), sparse=True, layer_occupancy=True)
@@ -124,9 +126,24 @@ def test_occupancy_steps_are_newton_steps_bounded_and_masked() -> None:
         gen.occ_layer[:, 4] = -1.95
         gen.occ_global.fill_(0.3)
         gen.occ_global[:, 5] = 0.05
-    ratio = occupancy_steps(gen, fit._replace(slope=fit.slope + d_b, loading=fit.loading + d_u),
-                            model)
-    np.testing.assert_allclose(ratio, 1.0)
+    d_c = np.zeros((knots, layers, layers))
+    d_c[:, 0, 1], d_c[:, 1, 0], d_c[:, 3, 0] = 0.2, -2.0, 2.0  # Newton 0.05; capped; masked
+    d_c[:, 2, 2] = 2.0                                        # the diagonal: never set
+    d_c[:, 5, 6] = 2.0                                        # from 0.95: stops at 1
+    with torch.no_grad():
+        gen.occ_cross[:, 5, 6] = 0.95
+    ratio = occupancy_steps(gen, fit._replace(slope=fit.slope + d_b, loading=fit.loading + d_u,
+                                              cross=fit.cross + d_c, sd=2.0 * fit.sd), model)
+    np.testing.assert_allclose(ratio, 0.5)
+    cross = gen.occ_cross.detach().numpy()
+    np.testing.assert_allclose(cross[:, 0, 1], 0.05, rtol=1e-5)
+    np.testing.assert_allclose(cross[:, 1, 0], -0.1, rtol=1e-5)
+    np.testing.assert_allclose(cross[:, 3, 0], 0.0)
+    np.testing.assert_allclose(cross[:, 5, 6], OCC_CROSS_BOUND)
+    assert float(np.abs(np.diagonal(cross, axis1=1, axis2=2)).max()) == 0.0
+    moved = np.zeros((layers, layers), dtype=bool)
+    moved[[0, 1, 5], [1, 0, 6]] = True
+    assert float(np.abs(cross[:, ~moved]).max()) < 1e-6     # nothing else moved
     occ = gen.occ_layer.detach().numpy()
     np.testing.assert_allclose(occ[:, 0], 0.05 + 0.05, rtol=1e-5)
     np.testing.assert_allclose(occ[:, 1], 0.05 + 0.1, rtol=1e-5)

@@ -191,7 +191,8 @@ def calibrate_prior(gen: PhaseGenerator,
     generator with the layer-energy coupling) steps the prior as ``"log"`` and then, from each
     cell's share of its layer's energy, the per-knot strength ``noise_val_knots``, the skew and
     the coupling ``value_layer`` (:func:`caloforge.gan.cell_shares.share_steps`; the same cap),
-    and from the hits per layer the occupancy couplings ``occ_layer`` and ``occ_global``
+    and from the hits per layer the occupancy couplings ``occ_layer``, ``occ_cross`` (since
+    the sixth default: earlier ``layer`` calibrations did not step it) and ``occ_global``
     (:func:`caloforge.gan.hit_counts.occupancy_steps`); ``"hits"`` the occupancy couplings
     alone (the prior, noise and share parameters stay as they are: a calibrated model whose
     hit counts still need the cross-layer coupling, ``PhaseGenerator.occ_cross``); ``"auto"``:

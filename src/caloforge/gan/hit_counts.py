@@ -31,12 +31,20 @@ the loading is measured against the sum ``S``, so it is positive whatever the si
 model's layers share more than the MC's without any coupling (its network's own global
 noise), the step stops at 0. ``occ_layer`` may be negative (within +-2; the trained values
 are below 1): in the MC a layer behind the shower maximum that gets more energy than usual
-has *fewer* hits at high energies (slopes of -15 to -40 hits per unit excess in layers 16-19
+has *fewer* hits at high energies (slopes of -10 to -40 hits per unit excess in layers 16-19
 at 300-500 GeV: the shower is late, so there it is near its maximum, dense and narrow, not in
-its wide tail). A first version kept ``occ_layer >= 0`` too; the slopes there stayed at 0 and
-the spread of the total hit count at a fixed energy, without conditioning on the layer
-energies, came out 0.7x the MC's above 150 GeV. Each pass re-measures the model on the same
-noise.
+its wide tail). Allowing that alone changed little; what the hits missed was the other
+layers' energies (``occ_cross``, below). Each pass re-measures the model on the same noise.
+
+Each layer's hits are fitted on the energy excesses of *all* layers (``o_l x_m``, m = 1..Z):
+the own slope steps ``occ_layer``, the others ``occ_cross[k, l, m]`` (the same Newton step,
++-0.1 per pass, within +-1, diagonal 0). In the MC the layer energies explain nearly all of
+the total hit count at a fixed energy (at 125-500 GeV all but sd 29-35 of 76-105); with each
+layer coupled to its own energy only, the fifth default's kept 55-62 of 62-80. Known limits:
+the excesses of neighbouring layers are strongly correlated and the fit has no
+regularisation (the shipped cross slopes alternate in sign along a row), and an empty layer
+m enters with its excess of an empty layer (``ln t - <ln(E_m + t)>``), so the cross slope on
+it partly says "layer m empty or not".
 """
 
 from __future__ import annotations

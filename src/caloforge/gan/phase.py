@@ -164,7 +164,8 @@ class PhaseGenerator(nn.Module):
             #: all layers tell (in the MC at 125-500 GeV the layer energies explain all but
             #: sd 29-35 of the total hit count's sd of 76-105 about its trend in E; with each
             #: layer coupled to its own energy only the model kept 55-62). Set by the
-            #: calibration (``match="layer"``, :mod:`caloforge.gan.hit_counts`), not trained
+            #: calibration (``match="layer"`` or ``"hits"``, :mod:`caloforge.gan.hit_counts`),
+            #: not trained
             self.register_buffer("occ_cross", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[2],
                                                            IMAGE_SHAPE[2])))
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
@@ -282,7 +283,9 @@ class PhaseGenerator(nn.Module):
             if bool(self.occ_cross.any()):  # (an exported graph has the term only if set)
                 nz = excess.shape[1]
                 cross = (hat @ self.occ_cross.reshape(hat.shape[1], nz * nz)).reshape(-1, nz, nz)
-                shift = shift + (cross @ excess[:, :, None])[:, :, 0]
+                # a product and a sum, not a MatMul: a MatMul of two activations would be
+                # quantized in an INT8 graph (8 bits on excesses spanning -14..+3)
+                shift = shift + (cross * excess[:, None, :]).sum(dim=2)
             if bool(self.value_layer.any()):  # (an exported graph has the term only if set)
                 value = value + (hat @ self.value_layer).reshape(-1, *IMAGE_SHAPE) \
                     * excess[:, None, None, :]

@@ -94,8 +94,9 @@ def nncf_arguments(params: Mapping[str, Any] | None, *, keep_weights: bool = Fal
     return {"preset": preset, "fast_bias_correction": True, "advanced_parameters": advanced}
 
 
-def _with_tables_ignored(scope: Any) -> Any:
-    """``scope`` (an ``nncf.IgnoredScope`` or None) with every ``Gather`` added. Why: a table
+def _with_tables_ignored(scope: Any, model: ov.Model) -> Any:
+    """``scope`` (an ``nncf.IgnoredScope`` or None) with every ``Gather`` added where ``model``
+    has one (the caller's ``validate`` kept; the 3DGAN has none). Why: a table
     lookup has no INT8 kernel, but NNCF takes a Gather from a constant for an embedding and
     stores its table in 8 bits per row. The phase generator's layer-energy library is such a
     table: each row holds one MC event's 25 layer fractions, from ~0.2 in the shower core to
@@ -104,11 +105,13 @@ def _with_tables_ignored(scope: Any) -> Any:
     layers with energy came out empty: layers 0-2 and 20-24)."""
     import nncf
 
+    if not any(op.get_type_name() == "Gather" for op in model.get_ops()):
+        return scope
     if scope is None:
-        return nncf.IgnoredScope(types=["Gather"], validate=False)
+        return nncf.IgnoredScope(types=["Gather"])
     return nncf.IgnoredScope(names=list(scope.names), patterns=list(scope.patterns),
                              types=sorted({*scope.types, "Gather"}),
-                             subgraphs=list(scope.subgraphs), validate=False)
+                             subgraphs=list(scope.subgraphs), validate=scope.validate)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,9 @@ def calibrate(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
         raise UserError("samples: the calibration set is empty")
     kwargs: dict[str, Any] = {"subset_size": len(samples), "model_type": model_type,
                               **nncf_arguments(params, keep_weights=keep_weights), **nncf_options}
-    kwargs["ignored_scope"] = _with_tables_ignored(ignored_scope)
+    scope = _with_tables_ignored(ignored_scope, model)
+    if scope is not None:
+        kwargs["ignored_scope"] = scope
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model.clone(), nncf.Dataset(list(samples)), **kwargs)

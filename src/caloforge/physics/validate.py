@@ -78,6 +78,7 @@ def _classifier(out: dict[str, Any], xr: np.ndarray, xc: np.ndarray, names: list
     c = classifier_auc(np.hstack([xr, er]), np.hstack([xc, ec]), seed=seed)
     out["classifier_auc"], out["classifier_detail"] = c["auc"], c
     out["classifier_auc_error"] = auc_error(c["auc"], c["n_test_ref"], c["n_test_cand"])
+    t0 = time.perf_counter()
     groups = {}
     for group, idx in feature_groups(names).items():
         g = classifier_auc(np.hstack([xr[:, idx], er]), np.hstack([xc[:, idx], ec]), seed=seed)
@@ -85,6 +86,7 @@ def _classifier(out: dict[str, Any], xr: np.ndarray, xc: np.ndarray, names: list
                                                              g["n_test_cand"]),
                          "features": len(idx)}
     out["classifier_auc_groups"] = groups
+    out.setdefault("timing_s", {})["classifier_groups"] = time.perf_counter() - t0
 
 
 def compare(reference: FeatureTable, candidate: FeatureTable,
@@ -160,7 +162,7 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
             out["classifier_auc"] = None
             notes.append(str(exc))
         timing["classifier"] = time.perf_counter() - t0
-    out["timing_s"] = timing
+    out["timing_s"] = {**timing, **out.get("timing_s", {})}
     out["notes"] = notes
     return _finite(out)
 

@@ -140,6 +140,9 @@ def export_qdq_onnx(model_path: Path | None, config: Config,
         # every other layer stays float (non-INT8 layers and any the tuning left out)
         ignored = [n.name for n in proto.graph.node
                    if n.op_type in _TUNED_ONNX and n.name not in int8_nodes]
+        # table lookups stay float (caloforge.ovgraph.calibrate: NNCF stores a Gather's
+        # constant table in 8 bits per row, which empties the library's small layers)
+        ignored += [n.name for n in proto.graph.node if n.op_type == "Gather"]
         if unmapped:
             return None, f"not written: no ONNX node for layer(s) {unmapped}"
         quantized = nncf.quantize(
