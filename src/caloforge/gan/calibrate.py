@@ -166,6 +166,25 @@ def _probit(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(p)).numpy()
 
 
+def _noise_step(gen: PhaseGenerator, match: str, data: _Marginals, model: _Marginals,
+                s_data: np.ndarray, x_data: np.ndarray) -> None:
+    """Modes ``log``, ``shape`` and ``both``: each cell's energy-noise strength scaled by the
+    ratio of the spreads of ln E (``both``: of ``ln(mean) - mean ln E``, square root), from >= 30
+    hits in each sample, 2/3..1.5 per pass; ``log`` / ``shape`` cap the strength at 1.5x the
+    MC's spread."""
+    enough = _hit_in_both(data, model, _MIN_NOISE_HITS)
+    if match in ("log", "shape"):
+        ratio = s_data / np.maximum(model.log_spread(), 1e-6)
+    else:
+        ratio = np.sqrt(np.maximum(x_data, 0.0) / np.maximum(model.log_excess(), 1e-6))
+    ratio = np.where(enough, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
+    gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
+    if match != "both":  # the noise alone never spreads ln E much more than the MC
+        cap = torch.from_numpy(np.where(enough, _NOISE_CAP * s_data, np.inf)).float()
+        strength = gen.noise_val.view(-1)  # a view: written in place
+        strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
+
+
 def calibrate_prior(gen: PhaseGenerator,
                     mc_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                     passes: int = 3,
@@ -270,36 +289,21 @@ def calibrate_prior(gen: PhaseGenerator,
         w = data.weight[:, None] * hit_data
         offsets.append(float((np.abs(d_logit) * w).sum() / max(w.sum(), 1e-12)))
         with torch.no_grad():
-            if match == "hits":
-                if hits_fit is not None and model_hits is not None:
-                    occupancy_steps(gen, hits_fit, model_hits)
-                if progress is not None:
-                    progress(step + 1, offsets[-1])
-                continue
-            gen.prior_sparse[0] += torch.from_numpy(np.where(data.weight[:, None] > 0, d_logit,
-                                                             0.0)).float()
-            gen.prior_sparse[1] += torch.from_numpy(d_value).float()
-            if shares is not None and shares_ring is not None and model_shares is not None:
-                share_steps(gen, shares, shares_ring, model_shares, groups,
-                            np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
-                                     _NOISE_CAP * s_data, np.inf))
-                if hits_fit is not None and model_hits is not None:
-                    occupancy_steps(gen, hits_fit, model_hits)
-            elif match != "mean":  # a cell's noise strength: from >= 30 hits in each sample
-                enough = _hit_in_both(data, model, _MIN_NOISE_HITS)
-                if match in ("log", "shape"):
-                    ratio = s_data / np.maximum(model.log_spread(), 1e-6)
-                else:
-                    ratio = np.sqrt(np.maximum(x_data, 0.0) / np.maximum(model.log_excess(), 1e-6))
-                ratio = np.where(enough, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
-                gen.noise_val.mul_(torch.from_numpy(ratio).float().reshape(gen.noise_val.shape))
-                if match != "both":  # the noise alone never spreads ln E much more than the MC
-                    cap = torch.from_numpy(np.where(enough, _NOISE_CAP * s_data, np.inf)).float()
-                    strength = gen.noise_val.view(-1)  # a view: written in place
-                    strength.copy_(torch.sign(strength) * torch.minimum(strength.abs(), cap))
-            if match == "shape":  # d skew / dk = 6 at k = 0 (sparse.skew_of)
-                enough = _hit_in_both(data, model, _MIN_SKEW_HITS)
-                skew_step(gen, np.where(enough, k_data - model.log_skew(), 0.0))
+            if match != "hits":  # "hits": the occupancy couplings alone
+                logit_step = np.where(data.weight[:, None] > 0, d_logit, 0.0)
+                gen.prior_sparse[0] += torch.from_numpy(logit_step).float()
+                gen.prior_sparse[1] += torch.from_numpy(d_value).float()
+                if shares is not None and shares_ring is not None and model_shares is not None:
+                    share_steps(gen, shares, shares_ring, model_shares, groups,
+                                np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
+                                         _NOISE_CAP * s_data, np.inf))
+                elif match != "mean":
+                    _noise_step(gen, match, data, model, s_data, x_data)
+                if match == "shape":  # d skew / dk = 6 at k = 0 (sparse.skew_of)
+                    enough = _hit_in_both(data, model, _MIN_SKEW_HITS)
+                    skew_step(gen, np.where(enough, k_data - model.log_skew(), 0.0))
+            if hits_fit is not None and model_hits is not None:
+                occupancy_steps(gen, hits_fit, model_hits)
         if progress is not None:
             progress(step + 1, offsets[-1])
     return offsets
