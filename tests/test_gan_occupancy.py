@@ -119,11 +119,14 @@ def test_coupled_generator_round_trips_through_safetensors_and_onnx(tmp_path) ->
         g = torch.Generator().manual_seed(5)
         gen.value_layer.copy_(torch.rand(gen.value_layer.shape, generator=g) * 1.5 - 0.5)
         gen.noise_val_knots.copy_(torch.rand(gen.noise_val_knots.shape, generator=g) + 0.3)
+        # and the coupling to the shower's depth (caloforge.gan.depth)
+        gen.value_depth.copy_(torch.rand(gen.value_depth.shape, generator=g) * 0.6 - 0.3)
+        gen.depth_mean.copy_(torch.rand(gen.depth_mean.shape, generator=g) * 4.0 + 6.0)
     back = load_generator(save_generator(gen, tmp_path / "occ.safetensors"))
     assert back.layer_occupancy
     with torch.no_grad():
         ref = gen(z, e)
-        assert not torch.allclose(ref, plain)          # the two terms are in the graph
+        assert not torch.allclose(ref, plain)          # the terms are in the graph
         assert torch.equal(back(z, e), ref)
     sess = ort.InferenceSession(str(export_onnx(gen, tmp_path / "occ.onnx")),
                                 providers=["CPUExecutionProvider"])

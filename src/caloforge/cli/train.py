@@ -126,8 +126,10 @@ def register(subparsers: Any) -> None:
                         "E, and the spread, skewness and layer-energy slope of its share of the "
                         "layer's energy; shape: mean, spread and skewness of ln E; both: mean "
                         "ln E and mean E; hits: only the occupancy couplings of the hits per "
-                        "layer; auto, the default: layer where the model has the "
-                        "layer-energy coupling, else shape; docs/gan.md)")
+                        "layer; halo: only the far halo's energies and spreads where its cells "
+                        "are too rarely hit for the other modes; depth: the core's shares fitted "
+                        "on the layer's energy and the shower's depth; auto, the default: layer "
+                        "where the model has the layer-energy coupling, else shape; docs/gan.md)")
     p.add_argument("--calibration-passes", type=positive_int, default=6,
                    help="with --calibrate-with: fixed-point passes (default 6)")
     p.add_argument("--export-library", metavar="H5", nargs="+",

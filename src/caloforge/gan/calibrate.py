@@ -45,6 +45,8 @@ from caloforge.errors import UserError
 from caloforge.gan.cell_shares import MIN_NOISE_HITS as _MIN_NOISE_HITS
 from caloforge.gan.cell_shares import MIN_SKEW_HITS as _MIN_SKEW_HITS
 from caloforge.gan.cell_shares import CellShares, ring_groups, share_steps, skew_step
+from caloforge.gan.depth import DepthShares, depth_means, depth_steps, layer_depth
+from caloforge.gan.halo import LogSums, WouldBe, halo_steps, would_be_log
 from caloforge.gan.hit_counts import LayerHits, occupancy_steps
 from caloforge.gan.model import ENERGY_SCALE_GEV
 from caloforge.gan.phase import PhaseGenerator
@@ -57,7 +59,7 @@ _VALUE_STEP = 3.0   # largest energy step per pass (a factor e^3); the logit ste
 #: spread step alone grew one halo cell's strength 10x (1.5 per pass) and its mean energy 900x
 _NOISE_CAP = 1.5
 #: Calibration modes of :func:`calibrate_prior`.
-MATCHES = ("mean", "log", "both", "shape", "layer", "hits", "auto")
+MATCHES = ("mean", "log", "both", "shape", "layer", "hits", "halo", "depth", "auto")
 
 
 def check_settings(match: str, passes: object,
@@ -139,6 +141,12 @@ def _hit_in_both(data: _Marginals, model: _Marginals, n: float) -> np.ndarray:
     return (data.hits.sum(axis=0) >= n) & (model.hits.sum(axis=0) >= n)
 
 
+def _log_sums(m: _Marginals, would: WouldBe | None = None) -> LogSums:
+    if would is None:
+        return LogSums(m.hits, m.log1, m.log2)
+    return LogSums(m.hits, m.log1, m.log2, would.weight, would.log)
+
+
 def _hat(gen: PhaseGenerator, energies: np.ndarray) -> np.ndarray:
     ell = torch.from_numpy(np.log(energies / ENERGY_SCALE_GEV)).float().reshape(-1, 1)
     return gen._hat(ell).double().numpy()
@@ -160,6 +168,32 @@ def _excess(gen: PhaseGenerator, images: np.ndarray, energies: np.ndarray) -> np
     layer = torch.from_numpy(images.sum(axis=(1, 2), dtype=np.float64)).float()
     mean = gen.layers.log_mean(torch.from_numpy(energies).float(), thr)
     return (torch.log(layer + thr) - mean).double().numpy()
+
+
+def _depth_excess(gen: PhaseGenerator, images: np.ndarray, hat: np.ndarray) -> np.ndarray:
+    """(B,): the depth excess of showers (B, X, Y, Z) GeV as ``PhaseGenerator._depth_excess``
+    computes it from their layer energies (``hat``: the showers' prior-knot weights)."""
+    depth = layer_depth(images.sum(axis=(1, 2), dtype=np.float64))
+    return depth - hat @ gen.depth_mean.double().numpy()
+
+
+def _set_depth_mean(gen: PhaseGenerator, paths: list[str | os.PathLike[str]],
+                    max_events: int | None) -> None:
+    """``gen.depth_mean`` from the MC files: the hat-weighted mean depth at each knot (a pass
+    over the layer energies before the statistics, which need the depth *excess*)."""
+    from caloforge.data import open_showers
+
+    hats, depths = [], []
+    for path in paths:
+        with open_showers(path) as f:
+            stop = f.n_events if max_events is None else min(max_events, f.n_events)
+            for img, e in f.iter_chunks(1000, 0, stop):
+                img = np.where(img >= float(gen.cell_threshold_gev), img, 0.0)
+                hats.append(_hat(gen, np.asarray(e, dtype=np.float64)))
+                depths.append(layer_depth(img.sum(axis=(1, 2), dtype=np.float64)))
+    if hats:
+        mean = depth_means(np.concatenate(hats), np.concatenate(depths))
+        gen.depth_mean.copy_(torch.from_numpy(mean).float())
 
 
 def _probit(p: np.ndarray) -> np.ndarray:
@@ -214,7 +248,13 @@ def calibrate_prior(gen: PhaseGenerator,
     the sixth default: earlier ``layer`` calibrations did not step it) and ``occ_global``
     (:func:`caloforge.gan.hit_counts.occupancy_steps`); ``"hits"`` the occupancy couplings
     alone (the prior, noise and share parameters stay as they are: a calibrated model whose
-    hit counts still need the cross-layer coupling, ``PhaseGenerator.occ_cross``); ``"auto"``:
+    hit counts still need the cross-layer coupling, ``PhaseGenerator.occ_cross``); ``"halo"``
+    the far halo's log energies and per-knot noise strengths at the knots where a cell and its
+    ring lack the hits, from bands of three rings over all layers (:mod:`caloforge.gan.halo`;
+    every other entry stays as it is); ``"depth"`` the prior as ``"log"`` and, from each cell's
+    share fitted on its layer's energy excess *and* the shower's depth excess, ``value_layer``,
+    ``value_depth`` and ``noise_val_knots`` (:mod:`caloforge.gan.depth`; sets ``depth_mean``
+    from the MC first; skew and occupancy couplings stay as they are); ``"auto"``:
     ``"layer"`` where the generator has the coupling, else ``"shape"``."""
     from caloforge.data import open_showers
 
@@ -222,15 +262,19 @@ def calibrate_prior(gen: PhaseGenerator,
     if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     match = resolve_match(match, gen)
-    if match in ("layer", "hits") and not gen.layer_occupancy:
+    if match in ("layer", "hits", "depth") and not gen.layer_occupancy:
         raise UserError(f"calibrate_prior: match {match!r} needs a generator with a "
                         "layer-energy library and the layer-occupancy coupling")
     knots, cells = gen.prior_sparse.shape[1], gen.prior_sparse.shape[2]
     data = _Marginals(knots, cells)
     shares = CellShares(knots, cells) if match == "layer" else None
     hits = LayerHits() if match in ("layer", "hits") else None
+    depth = DepthShares(knots, cells) if match == "depth" else None
     groups = ring_groups(tuple(gen.noise_skew.shape[1:]))  # type: ignore[arg-type]
     paths = [mc_path] if isinstance(mc_path, (str, os.PathLike)) else list(mc_path)
+    if depth is not None:
+        with torch.no_grad():
+            _set_depth_mean(gen, paths, max_events)
     parts = []
     for path in paths:
         with open_showers(path) as f:
@@ -248,12 +292,15 @@ def calibrate_prior(gen: PhaseGenerator,
                     hits.add(hat, img, excess, np.log(e64 / ENERGY_SCALE_GEV))
                     if shares is not None:
                         shares.add(hat, img, excess)
+                if depth is not None:
+                    depth.add(hat, img, _excess(gen, img, e64), _depth_excess(gen, img, hat))
     energies = np.concatenate(parts) if parts else np.zeros(0)
     if len(energies) == 0:
         raise UserError(f"{', '.join(map(str, paths))}: no events to calibrate against")
     p_data, m_data, s_data = data.p_hit(), data.mean_when_hit(), data.log_spread()
     k_data = data.log_skew()
     shares_ring = shares.grouped(groups) if shares is not None else None
+    depth_ring = depth.grouped(groups) if depth is not None else None
     hits_fit = hits.regressions() if hits is not None else None
     x_data = data.log_excess()
     hit_data = data.hits >= _MIN_HITS
@@ -263,21 +310,31 @@ def calibrate_prior(gen: PhaseGenerator,
         model = _Marginals(knots, cells)
         model_shares = CellShares(knots, cells) if shares is not None else None
         model_hits = LayerHits() if hits is not None else None
+        model_depth = DepthShares(knots, cells) if depth is not None else None
+        would = WouldBe(knots, cells) if match == "halo" else None
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for lo in range(0, len(energies), batch):
                 e = energies[lo:lo + batch]
                 z = torch.randn(len(e), gen.latent_dim, generator=g)
-                showers, fire, density = gen.fire_statistics(z, torch.from_numpy(e).float())
+                hat = _hat(gen, e)
+                if would is not None:  # "halo": every cell's would-be energy, hit or not
+                    showers, wb, valid = would_be_log(gen, z, torch.from_numpy(e).float())
+                    would.add(hat, wb.numpy(), valid.numpy())
+                    fire = density = None
+                else:
+                    showers, fire, density = gen.fire_statistics(z, torch.from_numpy(e).float())
                 x = showers.numpy()
                 x = np.where(x >= float(gen.cell_threshold_gev), x, 0.0)
-                hat = _hat(gen, e)
-                model.add(hat, x, fire.numpy())
+                model.add(hat, x, None if fire is None else fire.numpy())
                 if model_hits is not None:
                     excess = _excess(gen, x, e)
+                    assert density is not None
                     model_hits.add(hat, x, excess, np.log(e / ENERGY_SCALE_GEV), density.numpy())
                     if model_shares is not None:
                         model_shares.add(hat, x, excess)
+                if model_depth is not None:
+                    model_depth.add(hat, x, _excess(gen, x, e), _depth_excess(gen, x, hat))
         d_logit = np.clip(_probit(p_data) - _probit(model.p_hit()), -1.0, 1.0)
         both = hit_data & (model.hits >= _MIN_HITS)
         if match == "mean":
@@ -289,12 +346,21 @@ def calibrate_prior(gen: PhaseGenerator,
         w = data.weight[:, None] * hit_data
         offsets.append(float((np.abs(d_logit) * w).sum() / max(w.sum(), 1e-12)))
         with torch.no_grad():
-            if match != "hits":  # "hits": the occupancy couplings alone
+            if match == "halo":  # the far halo's thin knots alone
+                assert would is not None
+                halo_steps(gen, _log_sums(data), _log_sums(model, would),
+                           np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
+                                    _NOISE_CAP * s_data, np.inf))
+            elif match != "hits":  # "hits": the occupancy couplings alone
                 logit_step = np.where(data.weight[:, None] > 0, d_logit, 0.0)
                 gen.prior_sparse[0] += torch.from_numpy(logit_step).float()
                 gen.prior_sparse[1] += torch.from_numpy(d_value).float()
                 if shares is not None and shares_ring is not None and model_shares is not None:
                     share_steps(gen, shares, shares_ring, model_shares, groups,
+                                np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
+                                         _NOISE_CAP * s_data, np.inf))
+                elif depth is not None and depth_ring is not None and model_depth is not None:
+                    depth_steps(gen, depth, depth_ring, model_depth, groups,
                                 np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
                                          _NOISE_CAP * s_data, np.inf))
                 elif match != "mean":

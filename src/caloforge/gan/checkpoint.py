@@ -89,9 +89,10 @@ def apply_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     if isinstance(module, PhaseGenerator):
         # buffers the calibration sets, absent from older files: Gaussian energy noise (k = 0),
         # the same strength at every energy, no cell-energy coupling to the layer energy, no
-        # cross-layer occupancy coupling
+        # cross-layer occupancy coupling, no coupling to the shower's depth
         defaults = {"noise_skew": torch.zeros, "noise_val_knots": torch.ones,
-                    "value_layer": torch.zeros, "occ_cross": torch.zeros}
+                    "value_layer": torch.zeros, "occ_cross": torch.zeros,
+                    "value_depth": torch.zeros, "depth_mean": torch.zeros}
         state = dict(state)
         for name, fill in defaults.items():
             if name in expected:

@@ -95,6 +95,8 @@ class PhaseGenerator(nn.Module):
     noise_skew: torch.Tensor
     value_layer: torch.Tensor
     occ_cross: torch.Tensor
+    value_depth: torch.Tensor
+    depth_mean: torch.Tensor
     noise_val_knots: torch.Tensor
     prior_sparse: torch.Tensor
 
@@ -168,6 +170,14 @@ class PhaseGenerator(nn.Module):
             #: not trained
             self.register_buffer("occ_cross", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[2],
                                                            IMAGE_SHAPE[2])))
+            #: the log energy of a fired cell also moves by ``value_depth[c](E) x d``, ``d`` the
+            #: shower's depth excess: ``sum_l l E_l / sum_l E_l`` of the layer energies minus
+            #: ``depth_mean(E)`` (both hat-interpolated in ln E): the core's width follows where
+            #: the shower stands as a whole, as in the MC (at 100-500 GeV the core second moment
+            #: correlates with the depth at -0.79; :mod:`caloforge.gan.depth`). Set by the
+            #: calibration (``match="depth"``), not trained; 0: no coupling
+            self.register_buffer("value_depth", torch.zeros((PRIOR_KNOTS, cells)))
+            self.register_buffer("depth_mean", torch.zeros(PRIOR_KNOTS))
         self.register_buffer("cell_threshold_gev", torch.tensor(float(cell_threshold_gev)))
         self.register_buffer("prior", torch.zeros((PRIOR_KNOTS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
                                                    * IMAGE_SHAPE[2])))
@@ -185,7 +195,8 @@ class PhaseGenerator(nn.Module):
             names += ["noise_maps", "noise_occ", "noise_val", "noise_skew", "noise_val_knots",
                       "prior_sparse", "up2."]
         if self.layer_occupancy:
-            names += ["occ_layer", "occ_global", "value_layer", "occ_cross"]
+            names += ["occ_layer", "occ_global", "value_layer", "occ_cross", "value_depth",
+                      "depth_mean"]
         return tuple(names)
 
     def set_prior(self, prior: torch.Tensor, knots: torch.Tensor,
@@ -289,7 +300,17 @@ class PhaseGenerator(nn.Module):
             if bool(self.value_layer.any()):  # (an exported graph has the term only if set)
                 value = value + (hat @ self.value_layer).reshape(-1, *IMAGE_SHAPE) \
                     * excess[:, None, None, :]
+            if bool(self.value_depth.any()):  # (an exported graph has the term only if set)
+                value = value + (hat @ self.value_depth).reshape(-1, *IMAGE_SHAPE) \
+                    * self._depth_excess(target, hat)[:, None, None, None]
         return self._layer_rule(logit + shift[:, None, None, :], target), value, target
+
+    def _depth_excess(self, target: torch.Tensor, hat: torch.Tensor) -> torch.Tensor:
+        """(B,): the depth excess ``sum_l l E_l / sum_l E_l - depth_mean(E)`` of layer energies
+        ``target`` (B, Z) GeV, ``hat`` the prior-knot weights (B, K) of the showers' energies."""
+        idx = torch.arange(target.shape[1], dtype=target.dtype, device=target.device)
+        total = target.sum(dim=1).clamp_min(float(self.cell_threshold_gev))
+        return (target * idx).sum(dim=1) / total - hat @ self.depth_mean
 
     def _layer_rule(self, logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The occupancy logits (B, X, Y, Z) made to agree with the layer energies ``target``
