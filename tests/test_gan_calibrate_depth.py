@@ -48,13 +48,32 @@ def test_the_fit_recovers_planted_slopes_and_spread() -> None:
     hat[:, 0] = 1.0
     s = DepthShares(3, 4)
     s.add(hat, images, excess, d)
-    bx, bd, spread = s.fit()
+    bx, bd, spread, ok = s.fit()
     a = 0                                               # cell A, layer 0 (x-major, layer last)
     np.testing.assert_allclose([bx[0, a], bd[0, a], spread[0, a]], [0.3, -0.2, 0.1], atol=0.01)
     assert s.hits[0, a] == n and s.hits[1:].sum() == 0
-    # layer 1's shares never move: no slope, no spread; the empty knots give zeros
+    # layer 1's shares never move and its excess is 0 (no fit possible): no slope, no spread;
+    # the empty knots give zeros and no fit either
+    assert ok[0, a] and not ok[0, 1] and not ok[1:].any()
     assert abs(bx[0, 1]) < 1e-9 and abs(bd[0, 1]) < 1e-9 and spread[0, 1] < 1e-6
     assert not bx[1:].any() and not bd[1:].any()
+
+
+def test_the_depth_mean_follows_the_trend_in_energy_between_the_knots() -> None:
+    """A depth linear in ln E (as a shower maximum is, ``t_max ~ ln(E / E_c)``) is exactly what
+    hat interpolation between knots can represent, so the knot values fitted to a log-uniform
+    spectrum reproduce it at every energy, also at the ends and between the knots."""
+    from caloforge.gan.depth import depth_means
+
+    gen = PhaseGenerator(sparse=True)
+    rng = np.random.default_rng(7)
+    e = np.exp(rng.uniform(np.log(2.0), np.log(500.0), 5000))
+    hat = gen._hat(torch.from_numpy(np.log(e / 100.0)).float().reshape(-1, 1)).double().numpy()
+    depth = 9.0 + 1.1 * np.log(e / 100.0)
+    m = depth_means(hat, depth + rng.normal(0.0, 0.9, len(e)))
+    grid = np.exp(np.linspace(np.log(2.0), np.log(500.0), 40))
+    h = gen._hat(torch.from_numpy(np.log(grid / 100.0)).float().reshape(-1, 1)).double().numpy()
+    np.testing.assert_allclose(h @ m, 9.0 + 1.1 * np.log(grid / 100.0), atol=0.08)
 
 
 def _library_generator(seed: int = 2) -> PhaseGenerator:
@@ -117,8 +136,9 @@ def mc_high(tmp_path_factory):
 
 
 def _core_width_vs_depth(images: np.ndarray, energies: np.ndarray) -> tuple[float, float]:
-    """(slope of the share of ring 2 (chessboard) in layers 10-14 on the depth excess, correlation of the
-    core's (rings < 3) x second moment with the depth excess), both per energy about its mean
+    """(slope of the share of ring 2 (chessboard) in layers 10-14 on the depth excess,
+    correlation of the core's (rings < 3) x second moment with the depth excess), both per
+    energy about its mean
     -- computed from the showers alone."""
     i = np.arange(25)
     img = np.where(images >= THR, images, 0.0)
@@ -171,8 +191,17 @@ def test_depth_gives_the_core_the_mcs_dependence_on_the_shower_depth(mc_high) ->
 
     slope0, corr0 = model_stats()
     assert abs(slope0 - slope_mc) > 0.5 * abs(slope_mc)  # the starting point lacks it
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
     calibrate_prior(gen, mc_high, passes=3, match="depth")
     slope1, corr1 = model_stats()
     assert gen.value_depth.any() and gen.depth_mean.any()
+    for k in ("noise_skew", "occ_layer", "occ_global", "occ_cross", "noise_val"):
+        assert torch.equal(gen.state_dict()[k], before[k]), k   # not depth mode's to move
+    i = np.arange(25)
+    ring = np.rint(np.hypot(i[:, None, None] - 12, i[None, :, None] - 12)) + 0 * i[None, None, :]
+    far = torch.from_numpy(ring.reshape(-1) >= 6)
+    assert not gen.value_depth[:, far].any()
+    for k in ("value_layer", "noise_val_knots"):
+        assert torch.equal(gen.state_dict()[k][:, far], before[k][:, far]), k
     assert abs(slope1 - slope_mc) < 0.5 * abs(slope0 - slope_mc), (slope0, slope1, slope_mc)
     assert abs(corr1 - corr_mc) < 0.5 * abs(corr0 - corr_mc), (corr0, corr1, corr_mc)

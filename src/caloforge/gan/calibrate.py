@@ -179,13 +179,16 @@ def _depth_excess(gen: PhaseGenerator, images: np.ndarray, hat: np.ndarray) -> n
 
 def _set_depth_mean(gen: PhaseGenerator, paths: list[str | os.PathLike[str]],
                     max_events: int | None) -> None:
-    """``gen.depth_mean`` from the MC files: the hat-weighted mean depth at each knot (a pass
-    over the layer energies before the statistics, which need the depth *excess*)."""
+    """``gen.depth_mean`` from the MC files: the depth's trend in ln E at the knots
+    (:func:`caloforge.gan.depth.depth_means`; a pass over the layer energies before the
+    statistics, which need the depth *excess*). Set only once every file has been read."""
     from caloforge.data import open_showers
 
     hats, depths = [], []
     for path in paths:
         with open_showers(path) as f:
+            if tuple(f.grid) != (25, 25, 25):
+                raise UserError(f"{path}: grid {tuple(f.grid)}; the generator needs (25, 25, 25)")
             stop = f.n_events if max_events is None else min(max_events, f.n_events)
             for img, e in f.iter_chunks(1000, 0, stop):
                 img = np.where(img >= float(gen.cell_threshold_gev), img, 0.0)
@@ -229,7 +232,9 @@ def calibrate_prior(gen: PhaseGenerator,
     file or several, e.g. the layer-energy library and the training data; ``max_events`` per
     file) (module doc); returns, per pass, the hat-weighted mean of the (clipped to +-1) logit
     step |probit(p_MC) - probit(p_model)| over the cells and knots with at least 3 hat-weighted
-    MC hits, before that pass's step (how far the hit probabilities were off).
+    MC hits, before that pass's step (how far the hit probabilities were off; in mode
+    ``"halo"``, which does not compute the smooth fire probabilities, ``p_model`` is the
+    generated showers' 0/1 hits, a noisier figure).
     ``progress(pass, value)`` is called after each pass. ``match``: ``"mean"`` steps the log
     energy by the log ratio of the mean energies when hit (the mean image); ``"log"`` by the
     difference of the mean ln E when hit (the typical cell energy), and also scales each cell's

@@ -95,6 +95,8 @@ class WouldBe:
         self.log = np.zeros((knots, cells))
 
     def add(self, hat: np.ndarray, would: np.ndarray, valid: np.ndarray) -> None:
+        """``hat`` (B, K) knot weights; ``would`` and ``valid`` (B, X, Y, Z) as
+        :func:`would_be_log` returns them."""
         n = len(would)
         ok = valid.reshape(n, -1).astype(np.float64)
         self.weight += hat.T @ ok

@@ -308,7 +308,7 @@ class PhaseGenerator(nn.Module):
     def _depth_excess(self, target: torch.Tensor, hat: torch.Tensor) -> torch.Tensor:
         """(B,): the depth excess ``sum_l l E_l / sum_l E_l - depth_mean(E)`` of layer energies
         ``target`` (B, Z) GeV, ``hat`` the prior-knot weights (B, K) of the showers' energies."""
-        idx = torch.arange(target.shape[1], dtype=target.dtype, device=target.device)
+        idx = torch.arange(IMAGE_SHAPE[2], dtype=target.dtype, device=target.device)  # constant
         total = target.sum(dim=1).clamp_min(float(self.cell_threshold_gev))
         return (target * idx).sum(dim=1) / total - hat @ self.depth_mean
 
