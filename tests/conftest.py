@@ -44,6 +44,31 @@ def mc_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def library_generator():
+    """``make(path, entries)``: an untrained phase generator (seed 5) with the sparse head, the
+    layer-occupancy coupling and a two-knot layer-energy library built from the MC file
+    ``path``, its log energies well above the threshold (8.0, as a data prior puts them: the
+    softplus is linear there and the rescaling sets the layer energies), in eval mode -- the
+    starting point of the calibration tests."""
+    import torch
+
+    from caloforge.gan.layers import build_library
+    from caloforge.gan.phase import PhaseGenerator
+
+    def make(path, entries: int) -> PhaseGenerator:
+        torch.manual_seed(5)
+        gen = PhaseGenerator(layer_library=(2, entries), sparse=True, layer_occupancy=True)
+        lib = build_library(path, 1e-6, knots=2, entries=entries)
+        assert gen.layers is not None
+        gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
+        with torch.no_grad():
+            gen.prior_sparse[1].fill_(8.0)
+        return gen.eval()
+
+    return make
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_int8_cache(tmp_path_factory):
     """Tests never read or write the user's INT8 cache (~/.cache/caloforge): one temporary cache

@@ -166,21 +166,14 @@ def _core_width_vs_depth(images: np.ndarray, energies: np.ndarray) -> tuple[floa
     return float((x @ y) / (x @ x)), float(np.corrcoef(np.concatenate(d), np.concatenate(w))[0, 1])
 
 
-def test_depth_gives_the_core_the_mcs_dependence_on_the_shower_depth(mc_high) -> None:
+def test_depth_gives_the_core_the_mcs_dependence_on_the_shower_depth(mc_high,
+                                                                    library_generator) -> None:
     from caloforge.data import read_showers
-    from caloforge.gan.layers import build_library
 
     images, energies = read_showers(mc_high)
     slope_mc, corr_mc = _core_width_vs_depth(images, energies)
     assert slope_mc < -0.05 and corr_mc < -0.3         # GFlash: deeper showers, narrower cores
-    torch.manual_seed(5)
-    gen = PhaseGenerator(layer_library=(2, N), sparse=True, layer_occupancy=True)
-    lib = build_library(mc_high, THR, knots=2, entries=N)
-    assert gen.layers is not None
-    gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
-    with torch.no_grad():
-        gen.prior_sparse[1].fill_(8.0)
-    gen.eval()
+    gen = library_generator(mc_high, N)
     calibrate_prior(gen, mc_high, passes=3, match="layer")
 
     def model_stats() -> tuple[float, float]:

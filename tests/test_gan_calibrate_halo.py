@@ -140,25 +140,13 @@ def _far_log_energies(images: np.ndarray) -> np.ndarray:
     return np.log(v[v > 0])
 
 
-def _generator(path) -> PhaseGenerator:
-    from caloforge.gan.layers import build_library
-
-    torch.manual_seed(5)
-    gen = PhaseGenerator(layer_library=(2, N), sparse=True, layer_occupancy=True)
-    lib = build_library(path, THR, knots=2, entries=N)
-    assert gen.layers is not None
-    gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
-    with torch.no_grad():
-        gen.prior_sparse[1].fill_(8.0)
-    return gen.eval()
-
-
-def test_halo_moves_the_far_halo_to_the_mc_and_nothing_else(mc_10gev) -> None:
+def test_halo_moves_the_far_halo_to_the_mc_and_nothing_else(mc_10gev,
+                                                             library_generator) -> None:
     from caloforge.data import read_showers
 
     images, _ = read_showers(mc_10gev)
     ln_mc = _far_log_energies(images)
-    gen = _generator(mc_10gev)
+    gen = library_generator(mc_10gev, N)
     calibrate_prior(gen, mc_10gev, passes=4, match="layer")
     bands = torch.from_numpy(band_groups((25, 25, 25)) >= 0)
     with torch.no_grad():  # the sixth default's defect, too spread (too low: as it is, the

@@ -35,19 +35,6 @@ def mc_two_energies(tmp_path_factory):
     return path
 
 
-def _generator(path) -> PhaseGenerator:
-    from caloforge.gan.layers import build_library
-
-    torch.manual_seed(5)
-    gen = PhaseGenerator(layer_library=(2, N), sparse=True, layer_occupancy=True)
-    lib = build_library(path, THR, knots=2, entries=N)
-    assert gen.layers is not None
-    gen.layers.fill(*(torch.as_tensor(lib[k]) for k in ("table", "counts", "knots")))
-    with torch.no_grad():  # log energies well above the threshold (as a data prior puts them):
-        gen.prior_sparse[1].fill_(8.0)  # the softplus is linear there, the rescaling sets E_l
-    return gen.eval()
-
-
 def _rings() -> np.ndarray:
     ix = np.arange(25) - 12.0
     return np.rint(np.hypot(ix[:, None], ix[None, :])).astype(int)       # (25, 25)
@@ -95,11 +82,11 @@ def _generate(gen: PhaseGenerator, energy: float, seed: int) -> np.ndarray:
 
 
 def test_layer_calibration_gives_the_mc_share_slopes_and_per_energy_scatter(
-        mc_two_energies) -> None:
+        mc_two_energies, library_generator) -> None:
     from caloforge.data import read_showers
 
     images, energies = read_showers(mc_two_energies)
-    gen0 = _generator(mc_two_energies)
+    gen0 = library_generator(mc_two_energies, N)
     mc = {e: _share_stats(images[energies == e], e, gen0) for e in ENERGIES}
     # the MC has both effects, clearly: ring 1 gains on the core at 200 GeV, and the core's
     # share scatters much less at 200 than at 10 GeV
@@ -107,7 +94,7 @@ def test_layer_calibration_gives_the_mc_share_slopes_and_per_energy_scatter(
     assert mc[10.0][1] > 1.8 * mc[200.0][1]
     got = {}
     for match in ("shape", "layer"):
-        gen = _generator(mc_two_energies)
+        gen = library_generator(mc_two_energies, N)
         calibrate_prior(gen, mc_two_energies, passes=5, match=match)
         got[match] = {e: _share_stats(_generate(gen, e, 11), e, gen) for e in ENERGIES}
         if match == "shape":   # shape: no coupling, one strength at every energy
@@ -128,15 +115,15 @@ def test_layer_mode_needs_the_layer_coupling(mc_two_energies) -> None:
         calibrate_prior(PhaseGenerator(sparse=True), mc_two_energies, passes=1, match="layer")
 
 
-def test_a_generator_file_before_the_layer_share_terms_loads_without_them(tmp_path,
-                                                                         mc_two_energies) -> None:
+def test_a_generator_file_before_the_layer_share_terms_loads_without_them(
+        tmp_path, mc_two_energies, library_generator) -> None:
     """Files written before ``value_layer`` / ``noise_val_knots`` existed load with no coupling
     (zeros) and the same strength at every energy (ones), and give the same showers."""
     from safetensors.torch import save_file
 
     from caloforge.gan.checkpoint import load_generator, read_metadata, save_generator
 
-    gen = _generator(mc_two_energies)
+    gen = library_generator(mc_two_energies, N)
     new = save_generator(gen, tmp_path / "new.safetensors")
     with torch.no_grad():  # occ_cross, too, is absent from the older files; set it here to
         gen.occ_cross.zero_()  # compare showers (zeros: what an older file gets)
@@ -165,7 +152,8 @@ def _hit_stats(images: np.ndarray) -> tuple[float, float]:
     return float(hits.sum(axis=1).std()), float(np.mean(corr))
 
 
-def test_layer_calibration_moves_the_hit_counts_towards_the_mc(mc_two_energies) -> None:
+def test_layer_calibration_moves_the_hit_counts_towards_the_mc(mc_two_energies,
+                                                               library_generator) -> None:
     """The total number of fired cells scatters at a fixed energy as in the MC, and a layer's
     hits follow its energy (``caloforge.gan.hit_counts``); a generator whose layers fire
     independently of their energies and of each other (``match="shape"`` leaves the couplings
@@ -178,7 +166,7 @@ def test_layer_calibration_moves_the_hit_counts_towards_the_mc(mc_two_energies) 
     assert min(c for _, c in mc.values()) > 0.3
     got = {}
     for match in ("shape", "layer"):
-        gen = _generator(mc_two_energies)
+        gen = library_generator(mc_two_energies, N)
         calibrate_prior(gen, mc_two_energies, passes=8, match=match)
         got[match] = {e: _hit_stats(_generate(gen, e, 11)) for e in ENERGIES}
     for e in ENERGIES:
@@ -200,7 +188,7 @@ def _hits_about_layer_energies(images: np.ndarray) -> tuple[float, float]:
 
 
 def test_hits_mode_ties_the_hit_count_to_all_layer_energies_and_nothing_else(
-        mc_two_energies) -> None:
+        mc_two_energies, library_generator) -> None:
     """``match="hits"`` steps only the occupancy couplings (own layer, cross-layer, common
     factor): the prior, noise and share parameters stay bitwise. In the MC the layer energies
     explain most of the total hit count at a fixed energy (a layer's hits follow where the
@@ -212,7 +200,7 @@ def test_hits_mode_ties_the_hit_count_to_all_layer_energies_and_nothing_else(
     images, energies = read_showers(mc_two_energies)
     mc = _hits_about_layer_energies(images[energies == 200.0])
     assert mc[0] > 1.5 * mc[1]
-    gen = _generator(mc_two_energies)
+    gen = library_generator(mc_two_energies, N)
     calibrate_prior(gen, mc_two_energies, passes=8, match="shape")  # the prior; couplings 0
     before = _hits_about_layer_energies(_generate(gen, 200.0, 11))
     fixed = {k: v.clone() for k, v in gen.state_dict().items()

@@ -350,24 +350,20 @@ def calibrate_prior(gen: PhaseGenerator,
         d_value = np.where(both, np.clip(d_value, -_VALUE_STEP, _VALUE_STEP), 0.0)
         w = data.weight[:, None] * hit_data
         offsets.append(float((np.abs(d_logit) * w).sum() / max(w.sum(), 1e-12)))
+        # the per-knot strength's cap of the layer, halo and depth steps: 1.5x the MC's spread
+        cap = np.where(_hit_in_both(data, model, _MIN_NOISE_HITS), _NOISE_CAP * s_data, np.inf)
         with torch.no_grad():
             if match == "halo":  # the far halo's thin knots alone
                 assert would is not None
-                halo_steps(gen, _log_sums(data), _log_sums(model, would),
-                           np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
-                                    _NOISE_CAP * s_data, np.inf))
+                halo_steps(gen, _log_sums(data), _log_sums(model, would), cap)
             elif match != "hits":  # "hits": the occupancy couplings alone
                 logit_step = np.where(data.weight[:, None] > 0, d_logit, 0.0)
                 gen.prior_sparse[0] += torch.from_numpy(logit_step).float()
                 gen.prior_sparse[1] += torch.from_numpy(d_value).float()
                 if shares is not None and shares_ring is not None and model_shares is not None:
-                    share_steps(gen, shares, shares_ring, model_shares, groups,
-                                np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
-                                         _NOISE_CAP * s_data, np.inf))
+                    share_steps(gen, shares, shares_ring, model_shares, groups, cap)
                 elif depth is not None and depth_ring is not None and model_depth is not None:
-                    depth_steps(gen, depth, depth_ring, model_depth, groups,
-                                np.where(_hit_in_both(data, model, _MIN_NOISE_HITS),
-                                         _NOISE_CAP * s_data, np.inf))
+                    depth_steps(gen, depth, depth_ring, model_depth, groups, cap)
                 elif match != "mean":
                     _noise_step(gen, match, data, model, s_data, x_data)
                 if match == "shape":  # d skew / dk = 6 at k = 0 (sparse.skew_of)

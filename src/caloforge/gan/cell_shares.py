@@ -108,12 +108,27 @@ class CellShares:
         ring about the shower axis, :func:`ring_groups`) given to every cell of the group: the
         MC is symmetric about the axis, and a halo cell's own hundred hits make a noisy slope
         and no spread at all where it has fewer than thirty."""
-        size = int(groups.max()) + 1
         out = CellShares(*self.sums["n"].shape)
-        for key, v in self.sums.items():
-            pooled = np.stack([np.bincount(groups, weights=row, minlength=size) for row in v])
-            out.sums[key] = pooled[:, groups]
+        out.sums = {key: pool_groups(v, groups) for key, v in self.sums.items()}
         return out
+
+
+def pool_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(knots, cells): per knot, the sum of ``values`` (knots, cells) over each cell's group
+    (``groups``: a group index per cell, e.g. :func:`ring_groups`), given to every cell of it."""
+    size = int(groups.max()) + 1
+    pooled = np.stack([np.bincount(groups, weights=row, minlength=size) for row in values])
+    return pooled[:, groups]
+
+
+def scaled_knots(gen: PhaseGenerator, ratio: np.ndarray, cap: np.ndarray) -> torch.Tensor:
+    """``gen.noise_val_knots`` times ``ratio`` (knots, cells), kept >= :data:`KNOT_FLOOR` and
+    with the strength ``|noise_val| x factor`` <= ``cap`` per cell (the cap wins over the
+    floor): the bounded per-knot strength step the ``layer``, ``halo`` and ``depth`` steps
+    share. Returns the new table; the caller writes it (where its step reaches)."""
+    scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
+    base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
+    return torch.minimum(scale.clamp_min(KNOT_FLOOR), torch.from_numpy(cap).float()[None] / base)
 
 
 def ring_groups(shape: tuple[int, int, int]) -> np.ndarray:
@@ -160,10 +175,7 @@ def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, mo
 
     ratio = own_or_ring(*at_knots(data, model), *at_knots(data_ring, model_ring))
     ratio = np.where(ratio > 0, np.clip(ratio, 2.0 / 3.0, 1.5), 1.0)
-    scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
-    base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
-    scale = torch.minimum(scale.clamp_min(KNOT_FLOOR), torch.from_numpy(cap).float()[None] / base)
-    gen.noise_val_knots.copy_(scale)  # the cap wins over the floor
+    gen.noise_val_knots.copy_(scaled_knots(gen, ratio, cap))
 
     def pooled(a: CellShares, b: CellShares) -> tuple[np.ndarray, np.ndarray]:
         ok = (a.hits.sum(axis=0) >= MIN_SKEW_HITS) & (b.hits.sum(axis=0) >= MIN_SKEW_HITS)
@@ -178,4 +190,4 @@ def share_steps(gen: PhaseGenerator, data: CellShares, data_ring: CellShares, mo
 
 
 __all__ = ["KNOT_FLOOR", "MIN_NOISE_HITS", "MIN_SKEW_HITS", "SLOPE_BOUND", "CellShares",
-           "own_or_ring", "ring_groups", "share_steps", "skew_step"]
+           "own_or_ring", "pool_groups", "ring_groups", "scaled_knots", "share_steps", "skew_step"]

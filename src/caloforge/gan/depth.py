@@ -36,7 +36,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from caloforge.gan.cell_shares import KNOT_FLOOR, MIN_NOISE_HITS, SLOPE_BOUND, own_or_ring
+from caloforge.gan.cell_shares import (
+    MIN_NOISE_HITS,
+    SLOPE_BOUND,
+    own_or_ring,
+    pool_groups,
+    scaled_knots,
+)
 from caloforge.gan.phase import PhaseGenerator
 
 MIN_SLOPE_HITS = 100.0   # a group's two slopes at a knot from >= 100 hits in each sample
@@ -116,11 +122,8 @@ class DepthShares:
     def grouped(self, groups: np.ndarray) -> DepthShares:
         """The sums of each cell's group given to every cell of it (as
         :meth:`caloforge.gan.cell_shares.CellShares.grouped`)."""
-        size = int(groups.max()) + 1
         out = DepthShares(*self.sums["n"].shape)
-        for key, v in self.sums.items():
-            pooled = np.stack([np.bincount(groups, weights=row, minlength=size) for row in v])
-            out.sums[key] = pooled[:, groups]
+        out.sums = {key: pool_groups(v, groups) for key, v in self.sums.items()}
         return out
 
 
@@ -159,10 +162,8 @@ def depth_steps(gen: PhaseGenerator, data: DepthShares, data_ring: DepthShares,
     ratio = own_or_ring(own_d[2] / np.maximum(own_m[2], 1e-6), own_ok & (own_m[2] > 0),
                         s_d / np.maximum(s_m, 1e-6), ring_ok & (s_m > 0))
     ratio = np.where(near & (ratio > 0), np.clip(ratio, *_RATIO), 1.0)
-    scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
-    base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
-    scale = torch.minimum(scale.clamp_min(KNOT_FLOOR), torch.from_numpy(cap).float()[None] / base)
-    gen.noise_val_knots.copy_(torch.where(keep, gen.noise_val_knots, scale))
+    gen.noise_val_knots.copy_(torch.where(keep, gen.noise_val_knots,
+                                          scaled_knots(gen, ratio, cap)))
 
 
 __all__ = ["DEPTH_BOUND", "DEPTH_RINGS", "MIN_SLOPE_HITS", "DepthShares", "depth_means",

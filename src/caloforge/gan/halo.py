@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from caloforge.gan.cell_shares import KNOT_FLOOR, MIN_NOISE_HITS, ring_groups
+from caloforge.gan.cell_shares import MIN_NOISE_HITS, pool_groups, ring_groups, scaled_knots
 from caloforge.gan.phase import PhaseGenerator
 
 HALO_RING = 8            # the far halo: rings >= 8 cells from the grid's central column
@@ -130,13 +130,6 @@ def _band_moments(s: LogSums, bands: np.ndarray, mask: np.ndarray, size: int
     return n, mean, np.sqrt(var)
 
 
-def _ring_hits(hits: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """(knots, cells): the hits of each cell's (ring, layer) group given to every cell of it."""
-    size = int(rings.max()) + 1
-    pooled = np.stack([np.bincount(rings, weights=row, minlength=size) for row in hits])
-    return pooled[:, rings]
-
-
 def halo_steps(gen: PhaseGenerator, data: LogSums, model: LogSums, cap: np.ndarray
                ) -> dict[str, int]:
     """Step ``gen``'s far-halo log energies and per-knot noise strengths in place (module doc)
@@ -161,8 +154,8 @@ def halo_steps(gen: PhaseGenerator, data: LogSums, model: LogSums, cap: np.ndarr
     d_mean = np.where(mean_cells, np.clip(m_d - m_c, -_MEAN_STEP, _MEAN_STEP), 0.0)
 
     own = (data.hits >= MIN_NOISE_HITS) & (model.hits >= MIN_NOISE_HITS)
-    ring = ((_ring_hits(data.hits, rings) >= MIN_NOISE_HITS)
-            & (_ring_hits(model.hits, rings) >= MIN_NOISE_HITS))
+    ring = ((pool_groups(data.hits, rings) >= MIN_NOISE_HITS)
+            & (pool_groups(model.hits, rings) >= MIN_NOISE_HITS))
     thin = far & ~own & ~ring & would_ok
     # the model's spread about each cell's own would-be mean, pooled over the band's thin cells
     m_safe = np.where(would_ok, m_c, 0.0)
@@ -173,12 +166,9 @@ def halo_steps(gen: PhaseGenerator, data: LogSums, model: LogSums, cap: np.ndarr
     ratio = np.where(spread_cells, np.clip(s_d / np.maximum(s_m, 1e-6), *_RATIO), 1.0)
     with torch.no_grad():
         gen.prior_sparse[1] += torch.from_numpy(d_mean).float()
-        scale = gen.noise_val_knots * torch.from_numpy(ratio).float()
-        base = gen.noise_val.detach().abs().reshape(1, -1).clamp_min(1e-6)
-        bound = torch.from_numpy(cap).float()[None] / base
-        scale = torch.minimum(scale.clamp_min(KNOT_FLOOR), bound)
         moved = torch.from_numpy(spread_cells)
-        gen.noise_val_knots.copy_(torch.where(moved, scale, gen.noise_val_knots))
+        gen.noise_val_knots.copy_(torch.where(moved, scaled_knots(gen, ratio, cap),
+                                              gen.noise_val_knots))
     return {"mean": int(mean_cells.sum()), "spread": int(spread_cells.sum())}
 
 
