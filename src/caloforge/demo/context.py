@@ -20,7 +20,7 @@ OWNED = ("mc", "gan", "validate", "tune", "bench", STAGES_DIR, "report.md", "dem
          "fig1_fp32_vs_int8.png", "fig2_multistream.png")
 #: Headline validation metrics kept in the stage results, (key in compare(), label).
 VALIDATION_KEYS = ("shape_metric", "shape_moment_term", "shape_profile_term", "sep_power_mean",
-                   "sep_power_spectrum", "fpd", "fpd_error", "kpd", "kpd_error",
+                   "sep_power_spectrum", "corr_mean_diff", "fpd", "fpd_error", "kpd", "kpd_error",
                    "classifier_auc", "classifier_auc_error",
                    *(f"scan_{q}{suffix}" for q in ("response", "resolution", "hits", "shower_max")
                      for suffix in ("", "_error", "_energy")))

@@ -6,6 +6,7 @@ Main entry points:
 * :func:`event_features` / :func:`features_from_file` -> :class:`FeatureTable` (per event)
 * :class:`ShapeMetric`, :func:`metric`, :func:`metric_breakdown` -- the 3DGAN metric
 * :func:`separation_power`, :func:`fpd`, :func:`kpd`, :func:`classifier_auc`
+* :func:`correlation_difference` -- how the scalar features move together, per energy band
 * :func:`compare` (feature tables) and :func:`validate` (files -> metrics.json, plots, report.md)
 * :func:`energy_scan` -- per-energy layer-calibrated response/resolution, hits, shower maximum
 * :func:`verdict` -- every metric against its MC-vs-MC floor, the ratio, one honest line
@@ -14,6 +15,7 @@ Main entry points:
 Matplotlib is imported only by :mod:`caloforge.physics.plots`.
 """
 
+from caloforge.physics.correlations import correlation_difference
 from caloforge.physics.distances import (
     classifier_auc,
     fpd,
@@ -57,6 +59,7 @@ __all__ = [
     "ShapeSample",
     "classifier_auc",
     "compare",
+    "correlation_difference",
     "energy_scan",
     "event_features",
     "features_from_file",

@@ -20,6 +20,7 @@ import numpy as np
 
 from caloforge.atomic import write_json
 from caloforge.errors import UserError
+from caloforge.physics.correlations import correlation_difference
 from caloforge.physics.distances import (
     classifier_auc,
     fpd,
@@ -96,8 +97,9 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
             ) -> dict[str, Any]:
     """All metrics of ``candidate`` against ``reference`` (two feature tables of the same grid).
 
-    Returns a JSON-ready dict: headline values (``shape_metric``, ``sep_power_mean``, ``fpd``,
-    ``kpd``, ``classifier_auc``, ...), the 3DGAN breakdown, per-feature separation powers, FPD /
+    Returns a JSON-ready dict: headline values (``shape_metric``, ``sep_power_mean``,
+    ``corr_mean_diff`` (:mod:`caloforge.physics.correlations`), ``fpd``, ``kpd``,
+    ``classifier_auc``, ...), the 3DGAN breakdown, per-feature separation powers, FPD /
     KPD errors, timings, and ``notes`` for anything skipped. Never NaN (``None`` when a metric
     cannot be computed, with a note).
     """
@@ -131,6 +133,12 @@ def compare(reference: FeatureTable, candidate: FeatureTable,
     if ref_spectrum is not None and cand_spectrum is not None:
         out["sep_power_spectrum"] = separation_power_hist(ref_spectrum.counts, cand_spectrum.counts)
     timing["separation_power"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out.update(correlation_difference(reference, candidate))
+    if out["corr_mean_diff"] is None:
+        notes.append(out["corr_detail"]["note"])
+    timing["correlations"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     (xs_r, xs_c), keep = standardise(xr, xc, method="quantile")

@@ -99,6 +99,27 @@ def _classifier_groups(rep: Report, cand: dict[str, Any], floor: dict[str, Any] 
                for k, v in groups.items()])
 
 
+def _correlations(rep: Report, cand: dict[str, Any], floor: dict[str, Any] | None) -> None:
+    detail = cand.get("corr_detail") or {}
+    bands = detail.get("bands")
+    if not bands:
+        return
+    rep.heading("How the features move together: rank correlations per energy band")
+    rep.text("\nSpearman correlations of the scalar features' residuals about their trend in "
+             "ln E, reference vs candidate; the pairs that differ most in each band (a sample "
+             "can have every feature's distribution right and still fluctuate differently).")
+    body = []
+    for b in bands:
+        lo, hi = b["energy_gev"]
+        for r in b["largest"][:3]:
+            body.append([f"{lo:.3g}-{hi:.3g}", r["pair"], r["reference"], r["candidate"],
+                         _pm(r["diff"], r["error"])])
+    rep.table(["E [GeV]", "pair", "reference", "candidate", "difference"], body)
+    if floor and floor.get("corr_mean_diff") is not None:
+        rep.text(f"\nMean |difference| over all pairs and bands: candidate "
+                 f"{fmt(cand['corr_mean_diff'])}, floor {fmt(floor['corr_mean_diff'])}.")
+
+
 def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """The one-page validation report (markdown tables + embedded plots)."""
     cand = result["candidate_vs_reference"]
@@ -122,6 +143,7 @@ def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
                   [[b["bin"], b["n_ref"], b["n_cand"], b.get("P"), b.get("Q"), b["note"]]
                    for b in br["bins"]])
     _classifier_groups(rep, cand, floor)
+    _correlations(rep, cand, floor)
     groups = cand.get("sep_power_groups", {})
     if groups:
         rep.heading("Separation power per feature (per-layer features averaged over layers)")

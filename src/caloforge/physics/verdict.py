@@ -39,6 +39,8 @@ METRICS = (
     ("shape_profile_term", "  profile term mean Q_b", 0.0, False, False),
     ("sep_power_mean", "mean separation power (high-level features)", 0.0, True, True),
     ("sep_power_spectrum", "separation power, cell-energy spectrum", 0.0, True, True),
+    ("corr_mean_diff", "feature correlations, mean |diff.| of rank corr. per energy band",
+     0.0, True, True),
     ("fpd", "FPD (N -> inf)", 0.0, True, True),
     ("kpd", "KPD", 0.0, True, True),
     ("classifier_auc", "classifier ROC AUC", 0.5, True, True),
@@ -48,7 +50,8 @@ METRICS = (
     ("scan_shower_max", "shower-max layer, worst |diff.| [layers]", 0.0, True, False),
 )
 SHORT = {"shape_metric": "3DGAN metric", "sep_power_mean": "mean separation power",
-         "sep_power_spectrum": "cell-spectrum separation power", "fpd": "FPD", "kpd": "KPD",
+         "sep_power_spectrum": "cell-spectrum separation power",
+         "corr_mean_diff": "feature correlations", "fpd": "FPD", "kpd": "KPD",
          "classifier_auc": "classifier AUC", "scan_response": "calibrated response",
          "scan_resolution": "calibrated width", "scan_hits": "hits",
          "scan_shower_max": "shower maximum"}

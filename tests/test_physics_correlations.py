@@ -1,0 +1,102 @@
+"""Feature correlations per energy band: against the closed form of a Gaussian's rank
+correlation, with trends in ln E that must not count, and the small-sample fallback."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from caloforge.physics.correlations import (
+    JOINT_FEATURES,
+    MIN_BAND_EVENTS,
+    correlation_difference,
+    rank_correlations,
+    trend_residuals,
+)
+from caloforge.physics.observables import FeatureTable
+from caloforge.physics.verdict import verdict
+
+
+def spearman_of_gaussian(rho: float) -> float:
+    """Rank correlation of a bivariate normal with correlation ``rho``: (6 / pi) asin(rho / 2)
+    (Pearson, Biometrika 1907; Kendall & Stuart)."""
+    return 6.0 / math.pi * math.asin(rho / 2.0)
+
+
+def table(n: int, rho: float, seed: int, trend: float = 1.0) -> FeatureTable:
+    """Scalar features at uniform 2-500 GeV: independent unit normals, except ``n_hits`` and
+    ``m2_x`` with correlation ``rho``, all plus a common trend ``trend x (ln E)^2`` that makes
+    their *raw* correlations ~1."""
+    rng = np.random.default_rng(seed)
+    e = rng.uniform(2.0, 500.0, n)
+    le = np.log(e)
+    cols = {f: rng.standard_normal(n) + trend * le * le for f in JOINT_FEATURES}
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    cols["n_hits"] = a + trend * le * le
+    cols["m2_x"] = rho * a + math.sqrt(1 - rho * rho) * b + 3.0 * trend * le
+    cols["e_primary"] = e
+    return FeatureTable(cols, (25, 25, 25))
+
+
+def test_rank_correlation_of_a_gaussian_pair_matches_the_closed_form() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 200_000))
+    x = np.stack([a, 0.6 * a + 0.8 * b], axis=1)
+    assert rank_correlations(x)[0, 1] == pytest.approx(spearman_of_gaussian(0.6), abs=0.005)
+    # monotone transforms leave ranks alone: a long-tailed second moment reads the same
+    x2 = np.stack([np.exp(3 * a), 0.6 * a + 0.8 * b], axis=1)
+    assert rank_correlations(x2)[0, 1] == pytest.approx(rank_correlations(x)[0, 1], abs=1e-12)
+
+
+def test_trend_residuals_remove_a_quadratic_in_ln_e_exactly() -> None:
+    le = np.linspace(0.5, 6.0, 50)
+    y = np.stack([2 - 3 * le + 0.5 * le ** 2, np.ones_like(le)], axis=1)
+    np.testing.assert_allclose(trend_residuals(y, le), 0.0, atol=1e-9)
+
+
+def test_the_pair_that_moves_differently_is_found_with_its_size() -> None:
+    ref, cand = table(9000, 0.8, seed=2), table(9000, 0.2, seed=3, trend=2.0)
+    d = correlation_difference(ref, cand)
+    expected = spearman_of_gaussian(0.8) - spearman_of_gaussian(0.2)            # 0.595
+    assert d["corr_detail"]["largest"]["pair"] == "m2_x-n_hits"
+    assert d["corr_max_diff"] == pytest.approx(expected, abs=0.06)
+    # the other 35 pairs are uncorrelated in both: they add noise ~ sqrt(2 / 3000) each
+    n_pairs = len(JOINT_FEATURES) * (len(JOINT_FEATURES) - 1) // 2
+    assert d["corr_mean_diff"] == pytest.approx(expected / n_pairs, abs=0.03)
+    assert len(d["corr_detail"]["bands"]) == 3
+
+
+def test_a_second_sample_of_the_same_physics_is_at_the_noise_level() -> None:
+    # different trends in ln E (a wrong mean response) are not a correlation difference
+    d = correlation_difference(table(9000, 0.5, seed=4), table(9000, 0.5, seed=5, trend=3.0))
+    assert d["corr_max_diff"] < 0.1
+    assert d["corr_mean_diff"] < 0.03
+
+
+def test_too_few_events_merge_the_bands_then_skip_with_a_note() -> None:
+    n = MIN_BAND_EVENTS + 150      # enough for one band, not for two (or three)
+    d = correlation_difference(table(n, 0.5, seed=6), table(n, 0.5, seed=7))
+    assert len(d["corr_detail"]["bands"]) == 1
+    small = correlation_difference(table(MIN_BAND_EVENTS - 1, 0.5, seed=6),
+                                   table(MIN_BAND_EVENTS - 1, 0.5, seed=7))
+    assert small["corr_mean_diff"] is None and "not compared" in small["corr_detail"]["note"]
+
+
+def test_a_constant_feature_is_left_out_not_nan() -> None:
+    ref, cand = table(3000, 0.5, seed=8), table(3000, 0.5, seed=9)
+    for t in (ref, cand):
+        t.columns["sparsity"] = np.zeros(len(t))
+    d = correlation_difference(ref, cand)
+    assert math.isfinite(d["corr_mean_diff"])
+    pairs = {r["pair"] for b in d["corr_detail"]["bands"] for r in b["largest"]}
+    assert not any("sparsity" in p for p in pairs)
+
+
+def test_correlations_far_above_their_floor_make_the_verdict_incompatible() -> None:
+    floor = {"sep_power_mean": 0.002, "corr_mean_diff": 0.015}
+    cand = {"sep_power_mean": 0.002, "corr_mean_diff": 0.06}
+    v = verdict(cand, floor)
+    assert v["level"] == "incompatible" and v["far"] == ["corr_mean_diff"]
+    assert "feature correlations 4x" in v["line"]
