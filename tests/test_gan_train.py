@@ -127,6 +127,7 @@ def test_cli_train_and_export_and_errors(mc_files, tmp_path, capsys) -> None:
     ({"image_scale": 0.0}, "image_scale: must be a finite number > 0"),
     ({"flip_prob": 5.0}, r"flip_prob: must be in \[0, 0.5\)"),
     ({"flip_prob": float("nan")}, "flip_prob"),
+    ({"joint_weight": -1.0}, r"joint_weight: must be finite numbers >= 0, got \[-1.0\]"),
 ])
 def test_bad_options_are_refused_before_anything_is_created(mc_files, tmp_path, kw, needle) -> None:
     with pytest.raises(UserError, match=needle):

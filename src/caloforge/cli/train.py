@@ -71,6 +71,9 @@ def register(subparsers: Any) -> None:
                         "the sampled layer energy (docs/gan.md)")
     p.add_argument("--spectrum-weight", type=float, default=3.0,
                    help="phase: relative weight of the cell-energy spectrum loss (default 3)")
+    p.add_argument("--joint-weight", type=float, default=0.0,
+                   help="phase: relative weight of the loss on how the hits and the size move "
+                        "together (caloforge.gan.joint; default 0 = off)")
     p.add_argument("--layer-library", metavar="H5",
                    help="phase: MC file whose layer energies the generator samples (default: "
                         "the training data; best: one simulated at 64 energies equally spaced "
@@ -182,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         architecture=args.architecture, betas=recipe["betas"], adv_weight=args.adv_weight,
         r1_gamma=args.r1_gamma, grad_clip=args.grad_clip, ring_weight=args.ring_weight,
-        spectrum_weight=args.spectrum_weight, sparse_head=not args.no_sparse_head,
+        spectrum_weight=args.spectrum_weight, joint_weight=args.joint_weight,
+        sparse_head=not args.no_sparse_head,
         layer_occupancy=not args.no_layer_occupancy,
         layer_energies=not args.no_layer_library, layer_library=args.layer_library,
         init_generator=args.init_generator,

@@ -42,7 +42,8 @@ def check_values(cfg: Any) -> None:
         raise UserError(f"flip_prob: must be in [0, 0.5), got {cfg.flip_prob!r}")
     for name, values in (("aux_weight", [cfg.aux_weight]), ("loss_weights", cfg.loss_weights),
                          *((k, [getattr(cfg, k)]) for k in
-                           ("ring_weight", "spectrum_weight", "r1_gamma", "grad_clip"))):
+                           ("ring_weight", "spectrum_weight", "joint_weight", "r1_gamma",
+                            "grad_clip"))):
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise UserError(f"{name}: must be finite numbers >= 0, got {values!r}")
 

@@ -15,7 +15,9 @@ checkpoints, resume, validation) the same way for both.
   centroids, widths; :func:`caloforge.gan.features.grouped_moment_loss`) + ``aux_weight x
   ring_weight`` x the same matching of the transverse ring shape and of the classifier's
   summaries (:func:`caloforge.gan.features.ring_features`, ``summary_features``: transverse
-  moments, hits above 3e-4 and 1e-5 GeV), gradient norm clipped at ``grad_clip``.
+  moments, hits above 3e-4 and 1e-5 GeV) + ``aux_weight x joint_weight`` x the covariance of
+  the hit counts and the size about their trend in ln E (:mod:`caloforge.gan.joint`; off by
+  default), gradient norm clipped at ``grad_clip``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from caloforge.gan.features import (
     spectrum_features,
     summary_features,
 )
+from caloforge.gan.joint import joint_moment_loss, joint_statistics
 from caloforge.gan.losses import ProfileMatchingLoss, bce, mape
 from caloforge.gan.model import ENERGY_SCALE_GEV, Discriminator, Generator
 from caloforge.gan.phase import (
@@ -323,6 +326,11 @@ class PhaseStepper(Stepper):
                                                   cfg.aux_groups, torch.ones(s_r.shape[1]))
             loss = loss + cfg.aux_weight * cfg.spectrum_weight * (s_mean + s_width)
             logs["g_spectrum"] = float((s_mean + s_width).detach())
+        if cfg.joint_weight > 0:
+            j_cov, j_mean = joint_moment_loss(joint_statistics(x_f, o_f),
+                                              joint_statistics(x_r, o_r), e_real)
+            loss = loss + cfg.aux_weight * cfg.joint_weight * (j_cov + j_mean)
+            logs["g_joint"] = float((j_cov + j_mean).detach())
         logs["g_mean"] = float(l_mean.detach())
         logs["g_width"] = float(l_width.detach())
         if adversarial:

@@ -88,6 +88,7 @@ class TrainConfig:
     sparse_head: bool = True            # phase: occupancy and energy per cell apart (gan.sparse)
     layer_occupancy: bool = True        # phase, sparse + library: hits follow the layer energy
     spectrum_weight: float = 3.0        # phase: relative weight of the cell-spectrum loss
+    joint_weight: float = 0.0           # phase: relative weight of the joint hits/size loss
     layer_energies: bool = True         # phase: layer energies from an MC library (gan.layers)
     layer_library: str | None = None    # phase: MC file of that library (None: the training data)
     init_generator: str | None = None   # phase: start from these generator weights (fresh run)
