@@ -36,7 +36,7 @@ def test_cli_writes_everything(files, tmp_path, capsys) -> None:
     names = {p.name for p in out.iterdir()}
     assert {"metrics.json", "report.md", "longitudinal_profile.png", "transverse_profiles.png",
             "response.png", "moments.png", "cell_spectrum.png", "hit_multiplicity.png",
-            "energy_scan.png"} <= names
+            "energy_scan.png", "feature_correlations.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     text = (out / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text

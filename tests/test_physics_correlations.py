@@ -100,3 +100,14 @@ def test_correlations_far_above_their_floor_make_the_verdict_incompatible() -> N
     v = verdict(cand, floor)
     assert v["level"] == "incompatible" and v["far"] == ["corr_mean_diff"]
     assert "feature correlations 4x" in v["line"]
+
+
+def test_the_correlation_plot_is_written_with_and_without_enough_events(tmp_path) -> None:
+    from caloforge.physics.plots import plot_correlations
+
+    tables = {"reference": table(3000, 0.8, seed=10), "candidate": table(3000, 0.2, seed=11),
+              "floor": table(3000, 0.8, seed=12)}
+    path = plot_correlations(tables, tmp_path / "corr.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    few = {k: table(50, 0.5, seed=13) for k in ("reference", "candidate")}
+    assert plot_correlations(few, tmp_path / "few.png").is_file()

@@ -71,15 +71,13 @@ def _matrix(table: FeatureTable, features: tuple[str, ...]) -> np.ndarray:
     return np.stack([np.asarray(table[f], dtype=np.float64) for f in features], axis=1)
 
 
-def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
-                           features: tuple[str, ...] = JOINT_FEATURES,
-                           n_bands: int = N_BANDS) -> dict[str, Any]:
-    """Compare the rank correlations of ``features``' residuals (module doc).
-
-    Returns ``{"corr_mean_diff", "corr_max_diff", "corr_detail"}``; the detail holds per band
-    the energy range, the event counts and the five pairs that differ most. ``None`` values
-    (and a ``note``) when no band has two samples of at least :data:`MIN_BAND_EVENTS` events.
-    """
+def band_correlations(reference: FeatureTable, candidate: FeatureTable,
+                      features: tuple[str, ...] = JOINT_FEATURES, n_bands: int = N_BANDS
+                      ) -> list[dict[str, Any]]:
+    """Per energy band: ``{"energy_gev", "n_reference", "n_candidate", "reference",
+    "candidate"}``, the last two the rank-correlation matrices (F, F) of the features'
+    residuals (module doc). Bands with fewer than :data:`MIN_BAND_EVENTS` events of either
+    sample are merged into fewer bands, and left out when even one band is too small."""
     le_r = np.log(np.asarray(reference["e_primary"], dtype=np.float64))
     le_c = np.log(np.asarray(candidate["e_primary"], dtype=np.float64))
     bands = n_bands
@@ -92,17 +90,35 @@ def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
         bands -= 1
     edges = band_edges(le_r, bands)
     xr, xc = _matrix(reference, features), _matrix(candidate, features)
-    pairs = list(itertools.combinations(range(len(features)), 2))
-    diffs: list[float] = []
-    detail: list[dict[str, Any]] = []
-    worst: tuple[float, str, int] | None = None
-    for b, (lo, hi) in enumerate(itertools.pairwise(edges)):
+    out = []
+    for lo, hi in itertools.pairwise(edges):
         sr, sc = (le_r >= lo) & (le_r < hi), (le_c >= lo) & (le_c < hi)
         nr, nc = int(sr.sum()), int(sc.sum())
         if min(nr, nc) < MIN_BAND_EVENTS:
             continue
-        cr = rank_correlations(trend_residuals(xr[sr], le_r[sr]))
-        cc = rank_correlations(trend_residuals(xc[sc], le_c[sc]))
+        out.append({"energy_gev": [float(np.exp(le_r[sr].min())), float(np.exp(le_r[sr].max()))],
+                    "n_reference": nr, "n_candidate": nc,
+                    "reference": rank_correlations(trend_residuals(xr[sr], le_r[sr])),
+                    "candidate": rank_correlations(trend_residuals(xc[sc], le_c[sc]))})
+    return out
+
+
+def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
+                           features: tuple[str, ...] = JOINT_FEATURES,
+                           n_bands: int = N_BANDS) -> dict[str, Any]:
+    """Compare the rank correlations of ``features``' residuals (module doc).
+
+    Returns ``{"corr_mean_diff", "corr_max_diff", "corr_detail"}``; the detail holds per band
+    the energy range, the event counts and the five pairs that differ most. ``None`` values
+    (and a ``note``) when no band has two samples of at least :data:`MIN_BAND_EVENTS` events.
+    """
+    pairs = list(itertools.combinations(range(len(features)), 2))
+    diffs: list[float] = []
+    detail: list[dict[str, Any]] = []
+    worst: tuple[float, str, int] | None = None
+    for b, band in enumerate(band_correlations(reference, candidate, features, n_bands)):
+        cr, cc = band["reference"], band["candidate"]
+        nr, nc = band["n_reference"], band["n_candidate"]
         rows: list[dict[str, Any]] = []
         for i, j in pairs:
             if not (math.isfinite(cr[i, j]) and math.isfinite(cc[i, j])):
@@ -117,9 +133,8 @@ def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
             if worst is None or abs(d) > worst[0]:
                 worst = (abs(d), name, b)
         rows.sort(key=lambda r: -abs(r["diff"]))
-        detail.append({"band": b, "energy_gev": [float(np.exp(le_r[sr].min())),
-                                                 float(np.exp(le_r[sr].max()))],
-                       "n_reference": nr, "n_candidate": nc, "largest": rows[:5]})
+        detail.append({"band": b, "energy_gev": band["energy_gev"], "n_reference": nr,
+                       "n_candidate": nc, "largest": rows[:5]})
     if not diffs or worst is None:
         return {"corr_mean_diff": None, "corr_max_diff": None,
                 "corr_detail": {"note": f"no energy band with {MIN_BAND_EVENTS} events of "
@@ -129,5 +144,6 @@ def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
                             "largest": {"pair": worst[1], "band": worst[2]}}}
 
 
-__all__ = ["JOINT_FEATURES", "MIN_BAND_EVENTS", "N_BANDS", "band_edges", "correlation_difference",
+__all__ = ["JOINT_FEATURES", "MIN_BAND_EVENTS", "N_BANDS", "band_correlations", "band_edges",
+           "correlation_difference",
            "rank_correlations", "trend_residuals"]

@@ -257,6 +257,47 @@ def plot_energy_scan(scan: Mapping, path: str | os.PathLike[str]) -> Path:
     return _save(fig, path)
 
 
+@_with_style
+def plot_correlations(tables: Mapping[str, FeatureTable], path: str | os.PathLike[str]) -> Path:
+    """How the scalar features move together (:mod:`caloforge.physics.correlations`): per
+    energy band, the candidate's rank correlations minus the reference's below the diagonal and
+    the floor's minus the reference's above it (the noise to read them against)."""
+    from caloforge.physics.correlations import JOINT_FEATURES, band_correlations
+
+    plt, _ = _plt()
+    ref, cand = tables["reference"], tables["candidate"]
+    bands = band_correlations(ref, cand)
+    floor = band_correlations(ref, tables["floor"]) if "floor" in tables else []
+    if len(floor) != len(bands):
+        floor = []
+    n = max(len(bands), 1)
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n + 1.5, 6.5), squeeze=False)
+    k = len(JOINT_FEATURES)
+    image = None
+    for b, ax in enumerate(axes[0]):
+        if b >= len(bands):
+            ax.text(0.5, 0.5, "too few events per band", ha="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        diff = np.full((k, k), np.nan)
+        low = np.tril_indices(k, -1)
+        diff[low] = (bands[b]["candidate"] - bands[b]["reference"])[low]
+        if floor:
+            up = np.triu_indices(k, 1)
+            diff[up] = (floor[b]["candidate"] - floor[b]["reference"])[up]
+        image = ax.imshow(diff, cmap="RdBu_r", vmin=-0.4, vmax=0.4)
+        for i, j in zip(*np.nonzero(np.abs(np.nan_to_num(diff)) >= 0.1), strict=True):
+            ax.text(j, i, f"{diff[i, j]:+.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(k), JOINT_FEATURES, rotation=60, fontsize=10)
+        ax.set_yticks(range(k), JOINT_FEATURES, fontsize=10)
+        lo, hi = bands[b]["energy_gev"]
+        ax.set_title(f"{lo:.3g}-{hi:.3g} GeV", fontsize=13)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02,
+                     label=r"$\rho_{cand} - \rho_{ref}$ (below), $\rho_{floor} - \rho_{ref}$ (above)")
+    return _save(fig, path)
+
+
 def plot_all(tables: Mapping[str, FeatureTable], spectra: Mapping[str, LogHistogram],
              output_dir: str | os.PathLike[str], scan: Mapping | None = None) -> dict[str, Path]:
     """Write every validation plot into ``output_dir``; returns ``{name: path}``."""
@@ -269,5 +310,6 @@ def plot_all(tables: Mapping[str, FeatureTable], spectra: Mapping[str, LogHistog
         "moments": plot_moments(tables, out / "moments.png"),
         "spectrum": plot_spectrum(spectra, out / "cell_spectrum.png"),
         "hits": plot_hits(tables, out / "hit_multiplicity.png"),
+        "correlations": plot_correlations(tables, out / "feature_correlations.png"),
         **extra,
     }

@@ -155,6 +155,9 @@ def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         captions = {"longitudinal": "Longitudinal profile", "transverse": "Transverse profiles",
                     "response": "E_vis / E_primary vs E_primary", "moments": "Shower moments",
                     "spectrum": "Cell-energy spectrum", "hits": "Hit multiplicity and response",
+                    "correlations": "Feature correlations per energy band: candidate minus "
+                                    "reference (below the diagonal), floor minus reference "
+                                    "(above)",
                     "energy_scan": "Calibrated response, resolution, hits and shower maximum "
                                    "per energy"}
         for k, fname in result["plots"].items():
