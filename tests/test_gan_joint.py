@@ -87,3 +87,15 @@ def test_a_phase_training_step_with_the_joint_loss_logs_it_and_moves_the_generat
     b = load_generator(without.output / "generators" / "epoch-0001.safetensors")
     # same seed, same data: only the joint loss differs, and it changes the trained weights
     assert not torch.equal(a.up2.weight, b.up2.weight)
+
+
+def test_the_trend_of_a_batch_at_one_energy_is_its_mean_not_a_blow_up() -> None:
+    from caloforge.gan.joint import energy_trend
+
+    real = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 10.0]], dtype=torch.float32)
+    trend = energy_trend(real, torch.full((3,), 100.0))
+    torch.testing.assert_close(trend, real.mean(dim=0).expand(3, 2), rtol=1e-5, atol=1e-5)
+    # a narrow band in float32 (100-105 GeV) still fits a straight line exactly
+    e = torch.linspace(100.0, 105.0, 64)
+    line = torch.stack([2.0 + 0.5 * torch.log(e), -torch.log(e)], dim=1)
+    torch.testing.assert_close(energy_trend(line, e), line, rtol=1e-5, atol=1e-5)

@@ -58,14 +58,52 @@ def test_trend_residuals_remove_a_quadratic_in_ln_e_exactly() -> None:
 
 def test_the_pair_that_moves_differently_is_found_with_its_size() -> None:
     ref, cand = table(9000, 0.8, seed=2), table(9000, 0.2, seed=3, trend=2.0)
-    d = correlation_difference(ref, cand)
+    same = table(9000, 0.8, seed=14, trend=2.0)
+    d, d0 = correlation_difference(ref, cand), correlation_difference(ref, same)
     expected = spearman_of_gaussian(0.8) - spearman_of_gaussian(0.2)            # 0.595
     assert d["corr_detail"]["largest"]["pair"] == "m2_x-n_hits"
     assert d["corr_max_diff"] == pytest.approx(expected, abs=0.06)
-    # the other 35 pairs are uncorrelated in both: they add noise ~ sqrt(2 / 3000) each
+    # one pair of 36 differs by 0.595 (per band); the other 35 add the same noise to both
     n_pairs = len(JOINT_FEATURES) * (len(JOINT_FEATURES) - 1) // 2
-    assert d["corr_mean_diff"] == pytest.approx(expected / n_pairs, abs=0.03)
+    assert d["corr_mean_diff"] - d0["corr_mean_diff"] == pytest.approx(expected / n_pairs,
+                                                                       abs=0.006)
     assert len(d["corr_detail"]["bands"]) == 3
+
+
+def test_fixed_energies_are_never_split_by_a_band_edge() -> None:
+    e = np.repeat([10.0, 50.0, 100.0], [1001, 1000, 1000])          # N = 3001: a tertile hits ln 10
+    def fixed(seed: int) -> FeatureTable:
+        r = np.random.default_rng(seed)
+        cols = {f: r.standard_normal(len(e)) for f in JOINT_FEATURES}
+        cols["e_primary"] = e[r.permutation(len(e))] if seed else e
+        return FeatureTable(cols, (25, 25, 25))
+    d = correlation_difference(fixed(0), fixed(16))
+    bands = d["corr_detail"]["bands"]
+    np.testing.assert_allclose([b["energy_gev"] for b in bands],
+                               [[10.0, 10.0], [50.0, 50.0], [100.0, 100.0]], rtol=1e-12)
+    assert [b["n_reference"] for b in bands] == [1001, 1000, 1000]
+
+
+def test_a_feature_that_is_a_function_of_the_energy_alone_has_no_correlations() -> None:
+    # at three energies a quadratic in ln E explains it exactly: rounding must not get ranks
+    ref, cand = table(3000, 0.5, seed=17), table(3000, 0.5, seed=18)
+    e = np.repeat([10.0, 50.0, 100.0], 1000)
+    for t in (ref, cand):
+        t.columns["e_primary"] = e
+    cand.columns["m2_x"] = 0.3 * np.log(e) ** 2 + 1.0
+    d = correlation_difference(ref, cand)
+    rows = [r for b in d["corr_detail"]["bands"] for r in b["largest"] if "m2_x" in r["pair"]]
+    # the candidate's m2_x moves with nothing: it is charged the reference's 0.5 correlation
+    assert any(r["pair"] == "m2_x-n_hits" and r["candidate"] == 0.0 for r in rows)
+
+
+def test_events_without_a_positive_energy_are_left_out_not_a_crash() -> None:
+    ref, cand = table(3000, 0.5, seed=19), table(3000, 0.5, seed=20)
+    cand.columns["e_primary"] = cand.columns["e_primary"].copy()
+    cand.columns["e_primary"][:5] = [0.0, -1.0, np.nan, np.inf, 0.0]
+    d = correlation_difference(ref, cand)
+    assert math.isfinite(d["corr_mean_diff"])
+    assert sum(b["n_candidate"] for b in d["corr_detail"]["bands"]) == 2995
 
 
 def test_a_second_sample_of_the_same_physics_is_at_the_noise_level() -> None:
@@ -84,14 +122,18 @@ def test_too_few_events_merge_the_bands_then_skip_with_a_note() -> None:
     assert small["corr_mean_diff"] is None and "not compared" in small["corr_detail"]["note"]
 
 
-def test_a_constant_feature_is_left_out_not_nan() -> None:
+def test_a_constant_feature_moves_with_nothing() -> None:
     ref, cand = table(3000, 0.5, seed=8), table(3000, 0.5, seed=9)
     for t in (ref, cand):
         t.columns["sparsity"] = np.zeros(len(t))
     d = correlation_difference(ref, cand)
-    assert math.isfinite(d["corr_mean_diff"])
-    pairs = {r["pair"] for b in d["corr_detail"]["bands"] for r in b["largest"]}
-    assert not any("sparsity" in p for p in pairs)
+    assert math.isfinite(d["corr_mean_diff"]) and d["corr_mean_diff"] < 0.05
+    # constant in the candidate only: its pairs are charged the reference's correlation
+    cand.columns["n_hits"] = np.zeros(len(cand))
+    d2 = correlation_difference(ref, cand)
+    worst = d2["corr_detail"]["largest"]
+    assert worst["pair"] == "m2_x-n_hits"
+    assert d2["corr_max_diff"] == pytest.approx(spearman_of_gaussian(0.5), abs=0.08)
 
 
 def test_correlations_far_above_their_floor_make_the_verdict_incompatible() -> None:

@@ -8,12 +8,14 @@ layer energies do not explain", and ``caloforge.physics.correlations``.
 
 Per event, :func:`joint_statistics` gives three numbers: ``ln(1 + fired cells)``, ``ln(1 +
 cells above 0.3 MeV)`` and the log of the size ``sum x r^2 / sum x`` (r from the grid's
-central column, cells). :func:`joint_moment_loss` removes their trend in ln E: a quadratic
+central column, cells: not about the shower's centroid, so the centroid's offset counts too;
+it is ``m2_x + m2_y`` plus the squared offset). :func:`joint_moment_loss` removes their trend in ln E: a quadratic
 fitted by least squares on the *real* batch, and the same coefficients applied to the fakes,
 which share the reals' energies. Then it compares the covariance matrices of the residuals
-and the fakes' mean residual, in units of the reals' residual spread. Both terms vanish in
-expectation for a generator with the data's joint distribution: second-moment matching in the
-spirit of moment-matching networks (Li, Swersky & Zemel, ICML 2015), on three physics numbers.
+and the fakes' mean residual, in units of the reals' residual spread. Both are minimised by a
+generator with the data's joint distribution (their batch estimates, absolute values of noisy
+differences, stay at ~sqrt(2 / B) there): second-moment matching in the spirit of
+moment-matching networks (Li, Swersky & Zemel, ICML 2015), on three physics numbers.
 
 Hits carry gradients through straight-through estimators: the occupancy tensor for the fired
 cells, and ``sigmoid(ln(x / 0.3 MeV) / T)`` for the hard ones.
@@ -51,11 +53,16 @@ def joint_statistics(x: torch.Tensor, occ: torch.Tensor,
 
 
 def energy_trend(real: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-    """(B, F): the least-squares quadratic trend in ln E of ``real`` (B, F), no gradient."""
-    le = torch.log(energy.to(real.dtype))
-    design = torch.stack([torch.ones_like(le), le, le * le], dim=1)
-    coef = torch.linalg.lstsq(design, real.detach()).solution
-    return (design @ coef).detach()
+    """(B, F): the least-squares quadratic trend in ln E of ``real`` (B, F), no gradient. In
+    float64 on a standardised ln E, through the normal equations with a tiny ridge, so that a
+    batch at one or two energies (a rank-deficient design) gets its minimum-norm-like trend on
+    any device (``torch.linalg.lstsq`` on CUDA assumes full rank)."""
+    le = torch.log(energy.detach().to(torch.float64))
+    t = (le - le.mean()) / le.std(unbiased=False).clamp_min(1e-6)
+    design = torch.stack([torch.ones_like(t), t, t * t], dim=1)
+    gram = design.T @ design + 1e-9 * len(t) * torch.eye(3, dtype=t.dtype, device=t.device)
+    coef = torch.linalg.solve(gram, design.T @ real.detach().to(torch.float64))
+    return (design @ coef).to(real.dtype)
 
 
 def joint_moment_loss(fake: torch.Tensor, real: torch.Tensor, energy: torch.Tensor

@@ -38,37 +38,55 @@ N_BANDS = 3
 
 
 def band_edges(log_e: np.ndarray, n_bands: int = N_BANDS) -> np.ndarray:
-    """Edges (n_bands + 1,) in ln E: quantiles of ``log_e``, the outer ones open."""
+    """Edges (n_bands + 1,) in ln E: quantiles of ``log_e``, each moved to the midpoint between
+    the neighbouring distinct values (so that fixed energies never sit on an edge), the outer
+    ones open."""
     inner = np.quantile(log_e, np.linspace(0, 1, n_bands + 1)[1:-1])
+    values = np.unique(log_e)
+    above = np.searchsorted(values, inner, side="right")      # first distinct value > edge
+    ok = (above > 0) & (above < len(values))
+    idx = np.clip(above, 1, max(len(values) - 1, 1))
+    if len(values) > 1:
+        inner = np.where(ok, 0.5 * (values[idx - 1] + values[idx]), inner)
     return np.concatenate([[-np.inf], inner, [np.inf]])
 
 
 def trend_residuals(values: np.ndarray, log_e: np.ndarray) -> np.ndarray:
-    """``values`` (N, F) less their least-squares quadratic trend in ``log_e`` (N,); a constant
-    column gives exact zeros (not rounding noise that would have ranks)."""
-    design = np.stack([np.ones_like(log_e), log_e, log_e * log_e], axis=1)
+    """``values`` (N, F) less their least-squares quadratic trend in ``log_e`` (N,). A column
+    that the trend explains to rounding (a constant, or a function of E alone at three or
+    fewer energies) gives exact zeros, not rounding noise that would have ranks."""
+    t = (log_e - log_e.mean()) / max(float(log_e.std()), 1e-12)   # conditioned design
+    design = np.stack([np.ones_like(t), t, t * t], axis=1)
     coef, *_ = np.linalg.lstsq(design, values, rcond=None)
     res = values - design @ coef
-    res[:, np.ptp(values, axis=0) == 0] = 0.0
+    scale = np.abs(values).max(axis=0) if len(values) else np.zeros(values.shape[1])
+    res[:, np.abs(res).max(axis=0) <= 1e-9 * np.maximum(scale, 1e-300)] = 0.0
     return res
 
 
 def rank_correlations(residuals: np.ndarray) -> np.ndarray:
-    """Spearman correlation matrix (F, F) of the columns of ``residuals`` (N, F); NaN where a
-    column is constant."""
+    """Spearman correlation matrix (F, F) of the columns of ``residuals`` (N, F). A constant
+    column moves with nothing: its correlations are 0 (its diagonal 1), so a candidate whose
+    feature is degenerate where the reference's is not is charged the reference's correlation."""
     ranks = rankdata(residuals, axis=0)      # ties (integer hit counts) share their mean rank
     ranks -= ranks.mean(axis=0)
     sd = np.sqrt((ranks * ranks).mean(axis=0))
     flat = sd <= 0                            # a constant column: no ranks to compare
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = (ranks.T @ ranks) / len(ranks) / np.outer(sd, sd)
-    corr[flat, :] = np.nan
-    corr[:, flat] = np.nan
+    corr[flat, :] = 0.0
+    corr[:, flat] = 0.0
+    np.fill_diagonal(corr, 1.0)
     return corr
 
 
-def _matrix(table: FeatureTable, features: tuple[str, ...]) -> np.ndarray:
-    return np.stack([np.asarray(table[f], dtype=np.float64) for f in features], axis=1)
+def _finite_rows(table: FeatureTable, features: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(ln E (N',), features (N', F)) of the events whose energy is > 0 and whose features are
+    finite (the rest cannot have a trend in ln E; files are checked for that on reading)."""
+    e = np.asarray(table["e_primary"], dtype=np.float64)
+    x = np.stack([np.asarray(table[f], dtype=np.float64) for f in features], axis=1)
+    ok = np.isfinite(e) & (e > 0) & np.isfinite(x).all(axis=1)
+    return np.log(e[ok]), x[ok]
 
 
 def band_correlations(reference: FeatureTable, candidate: FeatureTable,
@@ -76,20 +94,23 @@ def band_correlations(reference: FeatureTable, candidate: FeatureTable,
                       ) -> list[dict[str, Any]]:
     """Per energy band: ``{"energy_gev", "n_reference", "n_candidate", "reference",
     "candidate"}``, the last two the rank-correlation matrices (F, F) of the features'
-    residuals (module doc). Bands with fewer than :data:`MIN_BAND_EVENTS` events of either
-    sample are merged into fewer bands, and left out when even one band is too small."""
-    le_r = np.log(np.asarray(reference["e_primary"], dtype=np.float64))
-    le_c = np.log(np.asarray(candidate["e_primary"], dtype=np.float64))
+    residuals (module doc). Bands with fewer than :data:`MIN_BAND_EVENTS` reference events are
+    merged into fewer bands (the bands depend on the reference alone, so a candidate and the
+    floor share them); a band with fewer candidate events is left out. ``energy_gev`` is the
+    reference's range in the band."""
+    (le_r, xr), (le_c, xc) = (_finite_rows(t, features) for t in (reference, candidate))
+    if len(le_r) == 0:
+        return []
+    # the bands depend on the reference alone: a candidate and the floor share them
     bands = n_bands
     while bands > 1:
         edges = band_edges(le_r, bands)
-        counts = [min(np.count_nonzero((le >= lo) & (le < hi)) for le in (le_r, le_c))
+        counts = [np.count_nonzero((le_r >= lo) & (le_r < hi))
                   for lo, hi in itertools.pairwise(edges)]
         if min(counts) >= MIN_BAND_EVENTS:
             break
         bands -= 1
     edges = band_edges(le_r, bands)
-    xr, xc = _matrix(reference, features), _matrix(candidate, features)
     out = []
     for lo, hi in itertools.pairwise(edges):
         sr, sc = (le_r >= lo) & (le_r < hi), (le_c >= lo) & (le_c < hi)
