@@ -102,15 +102,11 @@ def band_correlations(reference: FeatureTable, candidate: FeatureTable,
     if len(le_r) == 0:
         return []
     # the bands depend on the reference alone: a candidate and the floor share them
-    bands = n_bands
-    while bands > 1:
+    for bands in range(n_bands, 0, -1):
         edges = band_edges(le_r, bands)
-        counts = [np.count_nonzero((le_r >= lo) & (le_r < hi))
-                  for lo, hi in itertools.pairwise(edges)]
-        if min(counts) >= MIN_BAND_EVENTS:
+        if bands == 1 or min(np.count_nonzero((le_r >= lo) & (le_r < hi))
+                             for lo, hi in itertools.pairwise(edges)) >= MIN_BAND_EVENTS:
             break
-        bands -= 1
-    edges = band_edges(le_r, bands)
     out = []
     for lo, hi in itertools.pairwise(edges):
         sr, sc = (le_r >= lo) & (le_r < hi), (le_c >= lo) & (le_c < hi)
@@ -141,9 +137,7 @@ def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
         cr, cc = band["reference"], band["candidate"]
         nr, nc = band["n_reference"], band["n_candidate"]
         rows: list[dict[str, Any]] = []
-        for i, j in pairs:
-            if not (math.isfinite(cr[i, j]) and math.isfinite(cc[i, j])):
-                continue
+        for i, j in pairs:   # rank_correlations is finite everywhere (constants: 0)
             d = float(cc[i, j] - cr[i, j])
             err = math.hypot((1 - cr[i, j] ** 2) * math.sqrt(1.06 / (nr - 3)),
                              (1 - cc[i, j] ** 2) * math.sqrt(1.06 / (nc - 3)))
@@ -156,7 +150,7 @@ def correlation_difference(reference: FeatureTable, candidate: FeatureTable,
         rows.sort(key=lambda r: -abs(r["diff"]))
         detail.append({"band": b, "energy_gev": band["energy_gev"], "n_reference": nr,
                        "n_candidate": nc, "largest": rows[:5]})
-    if not diffs or worst is None:
+    if worst is None:   # no band with enough events of both samples
         return {"corr_mean_diff": None, "corr_max_diff": None,
                 "corr_detail": {"note": f"no energy band with {MIN_BAND_EVENTS} events of "
                                         "each sample: feature correlations not compared"}}
