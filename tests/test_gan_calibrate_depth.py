@@ -94,13 +94,13 @@ def test_the_generator_moves_a_cell_by_its_coupling_times_the_showers_depth() ->
     e = torch.tensor([5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 300.0, 400.0])
     with torch.no_grad():
         base = gen(z, e)
-        _, value0, _ = gen._sparse_inputs(z, e, None)
+        _, value0, _, _ = gen._sparse_inputs(z, e, None)
         gen.depth_mean.copy_(torch.linspace(5.0, 9.0, gen.depth_mean.numel()))
         assert torch.equal(gen(z, e), base)             # value_depth 0: the mean alone is inert
         cell = 12 * 625 + 12 * 25 + 10                  # the core cell of layer 10
         gen.value_depth[:, cell] = 0.7
         moved = gen(z, e)
-        _, value1, _ = gen._sparse_inputs(z, e, None)
+        _, value1, _, _ = gen._sparse_inputs(z, e, None)
     hat = gen._hat(torch.log(e / 100.0).reshape(-1, 1)).double().numpy()
     layers = base.sum(dim=(1, 2)).double().numpy()
     d = layer_depth(layers) - hat @ gen.depth_mean.double().numpy()

@@ -60,7 +60,7 @@ def test_the_rule_keeps_a_layer_whose_cells_fire_as_they_are() -> None:
     z = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(3))
     e = torch.full((n,), 50.0)
     with torch.no_grad():
-        logit, _, _ = gen._sparse_inputs(z, e, target)
+        logit, _, _, _ = gen._sparse_inputs(z, e, target)
         plain = gen._network(z, e)[:, 0] + gen._cell_noise(z, 0)
     assert torch.equal(logit > 0, plain > 0)
 

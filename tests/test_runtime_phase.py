@@ -111,3 +111,33 @@ def test_bench_times_a_phase_model_and_its_file_rate(phase) -> None:
     assert disk.precision == "fp32" and disk.events[1] == 3 * disk.events[0]
     assert disk.to_disk_showers_per_s > 0 and disk.engine_showers_per_s > 0
     assert report.physics["openvino-fp32"].rel_l2_vs_openvino_fp32 == 0.0
+
+
+def test_a_faulty_int8_compile_is_compiled_again_then_refused(phase, tmp_path,
+                                                             monkeypatch) -> None:
+    """The check after an INT8 compile (docs/runtime.md): a compile whose output differs from
+    the float model's is replaced by a new one; three such compiles end in a one-line error."""
+    from caloforge.errors import UserError
+    from caloforge.runtime.openvino_backend import (
+        INT8_COMPILE_TRIES,
+        INT8_PARITY_MAX_REL_L2,
+        OpenVINOBackend,
+    )
+
+    monkeypatch.setenv("CALOFORGE_CACHE", str(tmp_path / "cache"))
+    _, path = phase
+    seen: list[int] = []
+    real = OpenVINOBackend._parity
+
+    def faulty_first(self, compiled, *args):  # type: ignore[no-untyped-def]
+        seen.append(id(compiled))
+        return 1.0 if len(seen) == 1 else real(self, compiled, *args)
+
+    monkeypatch.setattr(OpenVINOBackend, "_parity", faulty_first)
+    gen = compile_model(path, "int8", streams=1, batch_size=8,
+                        calibration=Calibration(samples=32))
+    assert gen.info["int8_compiles"] == 2 and len(set(seen)) == 2   # a new compiled model
+    assert gen.info["int8_rel_l2_vs_f32"] <= INT8_PARITY_MAX_REL_L2
+    monkeypatch.setattr(OpenVINOBackend, "_parity", lambda self, *a: 1.0)
+    with pytest.raises(UserError, match=f"in {INT8_COMPILE_TRIES} compiles"):
+        compile_model(path, "int8", streams=1, batch_size=8, calibration=Calibration(samples=32))

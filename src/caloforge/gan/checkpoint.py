@@ -133,7 +133,8 @@ def load_generator(path: str | os.PathLike[str], map_location: str | torch.devic
                                layer_library=None if table is None or table.ndim != 3
                                else (int(table.shape[0]), int(table.shape[1])),
                                sparse="noise_maps" in state,
-                               layer_occupancy="occ_layer" in state)
+                               layer_occupancy="occ_layer" in state,
+                               library_stats="layers.hits" in state)
         apply_state(phase, state, path, "phase generator")
         return phase.eval().to(map_location)  # type: ignore[return-value]
     if "dense.weight" not in state:

@@ -72,8 +72,8 @@ def would_be_log(gen: PhaseGenerator, z: torch.Tensor, energy: torch.Tensor
     from caloforge.gan.sparse import sparse_gev
 
     thr = float(gen.cell_threshold_gev)
-    logit, value, target = gen._sparse_inputs(z, energy, None)
-    showers = sparse_gev(logit, value, target, thr)
+    logit, value, target, width2 = gen._sparse_inputs(z, energy, None)
+    showers = sparse_gev(logit, value, target, thr, width2=width2)
     raw = thr * torch.clamp(torch.exp(value) + 1.0, max=float(np.exp(16.0)))
     b, nx, ny, nz = raw.shape
     x0 = torch.where(logit > 0, raw, 0.0).reshape(b, nx * ny, nz)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from caloforge.errors import UserError
+from caloforge.gan.layer_rules import radial_width2
 
 #: Default library size: 64 energies x 256 events (1.6 MB of float32 in the model file).
 LIBRARY_KNOTS = 64
@@ -50,33 +51,53 @@ class LayerEnergySampler(nn.Module):
     """``forward(z2, energy)`` -> (B, Z) layer energies in GeV; ``z2`` (B, 2) standard normal.
 
     Buffers: ``table`` (K, M, Z) fractions ``E_l / E``, ``counts`` (K,) entries filled per knot
-    (the rest of a row repeats them), ``knots`` (K,) ascending ``ln(E / GeV)``, equally spaced."""
+    (the rest of a row repeats them), ``knots`` (K,) ascending ``ln(E / GeV)``, equally spaced.
+    With ``stats``, also each entry's hits above the threshold ``hits`` and radial width^2
+    ``width2`` per layer (K, M, Z), float16 (exact for counts up to 2048; widths to 1e-3), that
+    :meth:`draw` returns with the energies (:mod:`caloforge.gan.layer_rules`)."""
 
     table: torch.Tensor
     counts: torch.Tensor
     knots: torch.Tensor
+    hits: torch.Tensor
+    width2: torch.Tensor
 
     def __init__(self, knots: int = LIBRARY_KNOTS, entries: int = LIBRARY_ENTRIES,
-                 layers: int = 25) -> None:
+                 layers: int = 25, stats: bool = False) -> None:
         super().__init__()
         if knots < 2 or entries < 1:
             raise ValueError("knots must be >= 2 and entries >= 1")
         self.register_buffer("table", torch.zeros(knots, entries, layers))
         self.register_buffer("counts", torch.ones(knots))
         self.register_buffer("knots", torch.linspace(math.log(2.0), math.log(500.0), knots))
+        #: whether the entries also carry hit counts and widths per layer
+        self.stats = bool(stats)
+        if self.stats:
+            self.register_buffer("hits", torch.zeros(knots, entries, layers, dtype=torch.float16))
+            self.register_buffer("width2", torch.zeros(knots, entries, layers,
+                                                       dtype=torch.float16))
 
     def fill_library(self, library: dict[str, np.ndarray]) -> None:
-        """:meth:`fill` from :func:`build_library`'s output."""
-        self.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")))
+        """:meth:`fill` from :func:`build_library`'s output (its hits and widths only if this
+        sampler keeps them)."""
+        extra = ([torch.as_tensor(library["hits"]), torch.as_tensor(library["width2"])]
+                 if self.stats else [])
+        self.fill(*(torch.as_tensor(library[k]) for k in ("table", "counts", "knots")), *extra)
 
-    def fill(self, table: torch.Tensor, counts: torch.Tensor, knots: torch.Tensor) -> None:
+    def fill(self, table: torch.Tensor, counts: torch.Tensor, knots: torch.Tensor,
+             hits: torch.Tensor | None = None, width2: torch.Tensor | None = None) -> None:
         if tuple(table.shape) != tuple(self.table.shape):
             raise ValueError(f"library table {tuple(table.shape)}, expected "
                              f"{tuple(self.table.shape)}")
+        if self.stats and (hits is None or width2 is None):
+            raise ValueError("this library keeps hits and widths per entry: give both")
         with torch.no_grad():
             self.table.copy_(table)
             self.counts.copy_(counts)
             self.knots.copy_(knots)
+            if self.stats:
+                self.hits.copy_(torch.as_tensor(hits).reshape(self.hits.shape))
+                self.width2.copy_(torch.as_tensor(width2).reshape(self.width2.shape))
 
     def _position(self, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pos, lo) of ``energy`` (B,) GeV: its fractional knot index (clamped to the table)
@@ -86,15 +107,31 @@ class LayerEnergySampler(nn.Module):
         pos = torch.clamp((torch.log(energy) - k0) / (self.knots[1] - k0), 0.0, K - 1.0)
         return pos, torch.clamp(torch.floor(pos), max=K - 2.0)
 
-    def forward(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        K, M, Z = self.table.shape
+    def _rows(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        """(B,) flat indices ``k M + j`` of the entries that ``z2`` draws at ``energy``."""
+        M = self.table.shape[1]
         u_knot, u_entry = _uniform(z2[:, 0]), _uniform(z2[:, 1])
         pos, lo = self._position(energy)
         k = lo + (u_knot < pos - lo).to(pos.dtype)
         n = self.counts[k.long()]
         j = torch.minimum(torch.floor(u_entry * n), n - 1.0)
-        rows = self.table.reshape(K * M, Z)[(k * M + j).long()]
-        return rows * energy.reshape(-1, 1)
+        return (k * M + j).long()
+
+    def forward(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        K, M, Z = self.table.shape
+        return self.table.reshape(K * M, Z)[self._rows(z2, energy)] * energy.reshape(-1, 1)
+
+    def draw(self, z2: torch.Tensor, energy: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(layer energies GeV, hits, width^2), each (B, Z), of the entries ``z2`` draws (the
+        same as :meth:`forward`'s); hits and widths None without ``stats``."""
+        K, M, Z = self.table.shape
+        rows = self._rows(z2, energy)
+        gev = self.table.reshape(K * M, Z)[rows] * energy.reshape(-1, 1)
+        if not self.stats:
+            return gev, None, None
+        return (gev, self.hits.reshape(K * M, Z)[rows].to(gev.dtype),
+                self.width2.reshape(K * M, Z)[rows].to(gev.dtype))
 
     def log_mean(self, energy: torch.Tensor, threshold: float) -> torch.Tensor:
         """(B, Z): the library's mean of ``ln(E_l + threshold)`` at ``energy`` (B,) GeV, linear
@@ -161,7 +198,7 @@ def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     names = ", ".join(map(str, paths))
-    layer_e, ens = [], []
+    layer_e, ens, hits, widths = [], [], [], []
     grid0: tuple[int, ...] | None = None
     for one in paths:
         with open_showers(one) as f:
@@ -172,10 +209,12 @@ def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             for img, e in f.iter_chunks(chunk, 0, f.n_events):
                 img = np.where(img >= threshold, img, 0.0)
                 layer_e.append(img.sum(axis=(1, 2), dtype=np.float64))
+                hits.append(np.count_nonzero(img, axis=(1, 2)).astype(np.float32))
+                widths.append(radial_width2(torch.from_numpy(img.astype(np.float64))).numpy())
                 ens.append(np.asarray(e, dtype=np.float64))
     if not ens:
         raise UserError(f"{names}: no events for the layer-energy library")
-    lay = np.concatenate(layer_e)
+    lay, hit, width2 = np.concatenate(layer_e), np.concatenate(hits), np.concatenate(widths)
     e = np.concatenate(ens)
     if len(e) < 4 or e.max() <= e.min():
         raise UserError(f"{names}: {len(e)} events at {len(np.unique(e))} energies are too few "
@@ -187,19 +226,24 @@ def build_library(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     nearest_knot = np.abs(ell[:, None] - grid[None, :]).argmin(axis=1)
     table = np.zeros((knots, entries, lay.shape[1]), dtype=np.float32)
     counts = np.zeros(knots, dtype=np.float32)
+    hit_table, width_table = np.zeros_like(table), np.zeros_like(table)
     for k, g in enumerate(grid):
         own = np.flatnonzero(nearest_knot == k)[:entries]
         if len(own) < min(min_entries, entries):  # too few of its own: the nearest in ln E
             own = np.sort(np.argsort(np.abs(ell - g), kind="stable")[:min(min_entries, entries)])
         counts[k] = len(own)
-        table[k] = frac[np.resize(own, entries)]
-    return {"table": table, "counts": counts, "knots": grid.astype(np.float32)}
+        rows = np.resize(own, entries)
+        table[k], hit_table[k], width_table[k] = frac[rows], hit[rows], width2[rows]
+    return {"table": table, "counts": counts, "knots": grid.astype(np.float32),
+            "hits": hit_table, "width2": width_table}
 
 
-def sampler_from(library: dict[str, np.ndarray]) -> LayerEnergySampler:
-    """A :class:`LayerEnergySampler` holding ``library`` (:func:`build_library`'s output)."""
+def sampler_from(library: dict[str, np.ndarray], stats: bool = True) -> LayerEnergySampler:
+    """A :class:`LayerEnergySampler` holding ``library`` (:func:`build_library`'s output), with
+    its hits and widths per entry when ``stats`` (and the library has them)."""
     knots, entries, layers = library["table"].shape
-    sampler = LayerEnergySampler(knots, entries, layers)
+    sampler = LayerEnergySampler(knots, entries, layers,
+                                 stats=stats and "hits" in library and "width2" in library)
     sampler.fill_library(library)
     return sampler
 

@@ -42,6 +42,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from caloforge.gan.data import CELL_THRESHOLD_GEV
 from caloforge.gan.features import calibration_weights, n_features, shower_features
+from caloforge.gan.layer_rules import count_rule
 from caloforge.gan.layers import SAMPLER_LATENT, LayerEnergySampler, rescale_layers
 from caloforge.gan.model import ENERGY_SCALE_GEV, IMAGE_SHAPE
 from caloforge.gan.sparse import log_cells, noise_maps, skewed_noise, sparse_cells, sparse_gev
@@ -102,13 +103,16 @@ class PhaseGenerator(nn.Module):
 
     def __init__(self, base: int = 32, cell_threshold_gev: float = CELL_THRESHOLD_GEV,
                  layer_library: tuple[int, int] | None = None, sparse: bool = False,
-                 layer_occupancy: bool = False) -> None:
+                 layer_occupancy: bool = False, library_stats: bool = False) -> None:
         super().__init__()
         #: sparse head (caloforge.gan.sparse): occupancy and energy of each cell drawn apart
         self.sparse = sparse
         #: with a layer-energy library (knots, entries), two more latent numbers draw the
         #: shower's layer energies (:mod:`caloforge.gan.layers`) and the image is rescaled to them
-        self.layers = None if layer_library is None else LayerEnergySampler(*layer_library)
+        #: (``library_stats``: its entries also carry hits and widths per layer, which a sparse
+        #: head's drawn showers then keep: :mod:`caloforge.gan.layer_rules`)
+        self.layers = None if layer_library is None else LayerEnergySampler(
+            *layer_library, stats=library_stats)
         self.latent_dim = PHASE_LATENT_DIM + (0 if self.layers is None else SAMPLER_LATENT)
         self.base = base
         self.dense1 = nn.Linear(GLOBAL_LATENT + 2, 256)
@@ -269,26 +273,43 @@ class PhaseGenerator(nn.Module):
         if not self.sparse:
             u = self._one_channel(z, energy, layer_energies)
             return generated_log(u), generated_gev(u, thr), occupancy(u), u
-        logit, value, target = self._sparse_inputs(z, energy, layer_energies)
-        t, x, occ = sparse_cells(logit, value, target, thr)
+        logit, value, target, width2 = self._sparse_inputs(z, energy, layer_energies)
+        t, x, occ = sparse_cells(logit, value, target, thr, width2=width2)
         return t, x, occ, log_cells(t, logit)
 
     def _sparse_inputs(self, z: torch.Tensor, energy: torch.Tensor,
                        layer_energies: torch.Tensor | None
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The sparse head's noisy occupancy logits and log energies (B, 25, 25, 25) and the
-        layer energies (B, 25) GeV the image is rescaled to (None: no rescaling)."""
-        target = self._layer_energies(z, energy, layer_energies)
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                  torch.Tensor | None]:
+        """The sparse head's noisy occupancy logits and log energies (B, 25, 25, 25), the
+        layer energies (B, 25) GeV the image is rescaled to (None: no rescaling) and the radial
+        widths^2 (B, 25) its layers take (None: the network's). A library with hits and widths
+        per entry (drawn, not given) fires exactly the entry's hits per layer (the
+        :func:`caloforge.gan.layer_rules.count_rule`, in place of :meth:`_layer_rule`) and
+        gives its widths."""
+        hits: torch.Tensor | None = None
+        width2: torch.Tensor | None = None
+        target: torch.Tensor | None
+        if layer_energies is None and self.layers is not None and self.layers.stats:
+            target, hits, width2 = self.layers.draw(
+                z[:, PHASE_LATENT_DIM:PHASE_LATENT_DIM + SAMPLER_LATENT], energy)
+        else:
+            target = self._layer_energies(z, energy, layer_energies)
         out = self._network(z, energy)
         hat = self._hat(_conditions(energy)[:, :1])
         logit = out[:, 0] + self._cell_noise(z, 0)
         value = out[:, 1] + self._cell_noise(z, 1, hat)
         if target is None:
-            return logit, value, target
-        shift = torch.zeros_like(target)                                           # (B, Z)
+            return logit, value, target, None
+        excess = None
         if self.layer_occupancy and self.layers is not None:
             thr = float(self.cell_threshold_gev)
             excess = torch.log(target + thr) - self.layers.log_mean(energy, thr)     # (B, Z)
+            value = self._value_couplings(value, excess, target, hat)
+        if hits is not None:  # per-layer shifts of the logits would not change which fire
+            return count_rule(logit, hits), value, target, width2
+        shift = torch.zeros_like(target)                                           # (B, Z)
+        if excess is not None:
             xi = z[:, GLOBAL_LATENT - 1:GLOBAL_LATENT]                                # (B, 1)
             shift = (hat @ self.occ_layer) * excess + (hat @ self.occ_global) * xi
             if bool(self.occ_cross.any()):  # (an exported graph has the term only if set)
@@ -297,13 +318,20 @@ class PhaseGenerator(nn.Module):
                 # a product and a sum, not a MatMul: a MatMul of two activations would be
                 # quantized in an INT8 graph (8 bits on excesses spanning -14..+3)
                 shift = shift + (cross * excess[:, None, :]).sum(dim=2)
-            if bool(self.value_layer.any()):  # (an exported graph has the term only if set)
-                value = value + (hat @ self.value_layer).reshape(-1, *IMAGE_SHAPE) \
-                    * excess[:, None, None, :]
-            if bool(self.value_depth.any()):  # (an exported graph has the term only if set)
-                value = value + (hat @ self.value_depth).reshape(-1, *IMAGE_SHAPE) \
-                    * self._depth_excess(target, hat)[:, None, None, None]
-        return self._layer_rule(logit + shift[:, None, None, :], target), value, target
+        return self._layer_rule(logit + shift[:, None, None, :], target), value, target, None
+
+    def _value_couplings(self, value: torch.Tensor, excess: torch.Tensor, target: torch.Tensor,
+                         hat: torch.Tensor) -> torch.Tensor:
+        """The log energies ``value`` (B, 25, 25, 25) moved by the layer-energy and depth
+        couplings (``value_layer``, ``value_depth``) of layer-energy excesses ``excess`` (B, Z)
+        and layer energies ``target`` (B, Z) GeV."""
+        if bool(self.value_layer.any()):  # (an exported graph has the term only if set)
+            value = value + (hat @ self.value_layer).reshape(-1, *IMAGE_SHAPE) \
+                * excess[:, None, None, :]
+        if bool(self.value_depth.any()):  # (an exported graph has the term only if set)
+            value = value + (hat @ self.value_depth).reshape(-1, *IMAGE_SHAPE) \
+                * self._depth_excess(target, hat)[:, None, None, None]
+        return value
 
     def _depth_excess(self, target: torch.Tensor, hat: torch.Tensor) -> torch.Tensor:
         """(B,): the depth excess ``sum_l l E_l / sum_l E_l - depth_mean(E)`` of layer energies
@@ -382,11 +410,11 @@ class PhaseGenerator(nn.Module):
         """:meth:`fire_probability` and, per layer (B, 25), the expected number of extra hits
         per unit shift of all its logits: ``sum phi(m / s) / s`` over its cells (``m`` the logit
         without the cell's occupancy noise, ``s`` that noise's strength)."""
-        logit, value, target = self._sparse_inputs(z, energy, None)
+        logit, value, target, width2 = self._sparse_inputs(z, energy, None)
         strength = self.noise_occ.abs().clamp_min(1e-6)
         m = (logit - self._cell_noise(z, 0)) / strength
         density = (torch.exp(-0.5 * m * m) / (math.sqrt(2.0 * math.pi) * strength)).sum(dim=(1, 2))
-        showers = sparse_gev(logit, value, target, float(self.cell_threshold_gev))
+        showers = sparse_gev(logit, value, target, float(self.cell_threshold_gev), width2=width2)
         return showers, torch.special.ndtr(m), density
 
     def forward_log(self, z: torch.Tensor, energy: torch.Tensor,
@@ -404,8 +432,9 @@ class PhaseGenerator(nn.Module):
         if log:
             return self.forward_log(z, energy, layer_energies)
         if self.sparse:
-            logit, value, target = self._sparse_inputs(z, energy, layer_energies)
-            return sparse_gev(logit, value, target, float(self.cell_threshold_gev))
+            logit, value, target, width2 = self._sparse_inputs(z, energy, layer_energies)
+            return sparse_gev(logit, value, target, float(self.cell_threshold_gev),
+                              width2=width2)
         u = self._one_channel(z, energy, layer_energies)
         return generated_gev(torch.clamp(u, max=U_MAX), float(self.cell_threshold_gev))
 

@@ -181,7 +181,10 @@ def _library_fields(gen: Any, config: dict[str, Any], data: str | None, run: Pat
                                  float(f"{np.exp(float(layers.knots[-1])):.6g}")],
             "source": _resolve(own, run) if own else data,
             "source_kind": "--layer-library file" if own else "the training data",
-            "latent_numbers": int(gen.latent_dim) - PHASE_LATENT_DIM}
+            "latent_numbers": int(gen.latent_dim) - PHASE_LATENT_DIM,
+            "per_entry": ["layer energies / E"] + (
+                ["hits above the cell threshold per layer", "radial width^2 per layer"]
+                if getattr(layers, "stats", False) else [])}
 
 
 def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
@@ -434,6 +437,9 @@ def _architecture_fields(gen: Any) -> dict[str, Any]:
             lib += "; sparse occupancy/energy head (caloforge.gan.sparse)"
         if gen.layer_occupancy:
             lib += "; occupancy coupled to the layer energies"
+        if getattr(gen.layers, "stats", False) and gen.sparse:
+            lib += ("; each layer's hit count and radial width from the library entry "
+                    "(caloforge.gan.layer_rules)")
         return {"model": "phase generator (caloforge.gan.phase.PhaseGenerator: sub-pixel "
                          "transposed convolutions, log cell energies, per-cell noise inputs"
                          + lib + ")",

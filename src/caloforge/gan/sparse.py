@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from caloforge.gan.layer_rules import width_contrast
 from caloforge.gan.layers import layer_shift
 from caloforge.gan.transform import ZERO_LEVEL
 
@@ -66,16 +67,21 @@ def skewed_noise(n: torch.Tensor, strength: torch.Tensor, k: torch.Tensor) -> to
 
 
 def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tensor | None,
-                 threshold: float, iterations: int = 3
+                 threshold: float, iterations: int = 3, width2: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(t, x, occ) of a sparse head's (noisy) ``logit`` and ``value`` (B, X, Y, Z): ``x`` GeV
     (exact zeros where the cell does not fire), ``t`` the transformed image (``ln(x /
     threshold)``, ``ZERO_LEVEL`` off), ``occ`` the straight-through occupancy; rescaled layer
-    by layer to ``target_gev`` (B, Z) when given. Differentiable in both inputs."""
+    by layer to ``target_gev`` (B, Z) when given, after each layer's energies were given the
+    radial width^2 ``width2`` (B, Z) when that is given
+    (:func:`caloforge.gan.layer_rules.width_contrast`). Differentiable in both inputs."""
     soft = torch.sigmoid(logit)
     hard = (logit > 0).to(logit.dtype)
     occ = hard + soft - soft.detach()
     cells = threshold * torch.exp(torch.clamp(F.softplus(value), max=_CAP))
+    if width2 is not None and target_gev is not None:
+        cells = torch.where(hard > 0, width_contrast(hard * cells, width2, target_gev, threshold),
+                            cells)
     if target_gev is not None:
         def scaled(shift: torch.Tensor) -> torch.Tensor:
             return torch.clamp(cells * torch.exp(shift)[:, None, None, :], min=threshold)
@@ -93,7 +99,8 @@ def sparse_cells(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Ten
 
 
 def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tensor | None,
-               threshold: float, iterations: int = 3) -> torch.Tensor:
+               threshold: float, iterations: int = 3, width2: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """The cell energies in GeV (B, X, Y, Z) of :func:`sparse_cells` alone, the same numbers to
     float rounding: the inference path (``PhaseGenerator.forward``, the exported graph), no
     gradients. Written for few full-size passes (``docs/runtime.md``):
@@ -111,12 +118,18 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
       k_min = e^(-8 x iterations)``, the steps being clamped to +-8). The form with
       ``min(x0, threshold)`` made the graph compiler keep that term as one more full-size
       tensor shared by the passes (INT8 profile: 0.26 ms per batch of 32 to write it, and one
-      more read per pass)."""
+      more read per pass).
+
+    ``width2`` (B, Z): each layer's fired energies first get that radial width^2
+    (:func:`caloforge.gan.layer_rules.width_contrast`, which also scales them to the layer
+    energies; the passes then only repair the cells it left below the threshold)."""
     fired = logit > 0
     cells = threshold * torch.clamp(torch.exp(value) + 1.0, max=math.exp(_CAP))
     x0 = torch.where(fired, cells, 0.0)  # a scalar: no full-size zero tensor in the graph
     if target_gev is None:
         return x0
+    if width2 is not None:
+        x0 = width_contrast(x0, width2, target_gev, threshold)
     big = 2.0 * math.exp(8.0 * iterations)  # > 1 / k_min; y F stays finite (y <= thr e^(16+8i))
 
     def scaled(shift: torch.Tensor) -> torch.Tensor:
@@ -124,7 +137,7 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
         return torch.minimum(torch.clamp(y, min=threshold), y * big)
 
     shift = layer_shift(lambda s: scaled(s).sum(dim=(1, 2)), target_gev, threshold, iterations,
-                        sum_at_zero=x0.sum(dim=(1, 2)))
+                        sum_at_zero=x0.sum(dim=(1, 2)))  # (x0 >= threshold where fired)
     return scaled(shift)
 
 

@@ -13,7 +13,16 @@ Precision handling
   guards the result (:data:`caloforge.ovgraph.BF16_PARITY_MAX_REL_L2`, the one BF16 parity
   rule); a failure falls back to f32 with a warning (``info["fallback"]``).
 - ``int8``: an NNCF-quantized model (FakeQuantize nodes; full INT8 by default, or a mixed model
-  from the tuner, which is used as it is); the layers left in float run in f32.
+  from the tuner, which is used as it is); the layers left in float run in f32. A model
+  quantized here is checked after compiling against the float model on a few events
+  (:data:`INT8_PARITY_MAX_REL_L2`) and compiled again when it fails, up to
+  :data:`INT8_COMPILE_TRIES` times. Why: OpenVINO 2025's CPU plugin now and then compiled a
+  freshly quantized phase generator (two throughput streams) into a graph whose cell energies
+  were flattened (rel. L2 1.06 against f32, where a good compile of the same model gives
+  0.013): in 2 of 4 ``caloforge generate --precision int8`` runs with an empty INT8 cache, of
+  the shipped model before the layer rules and after; the same quantized model read back
+  from the cache compiled correctly every time, so the fault is in the compile, not in the
+  quantization.
 """
 
 from __future__ import annotations
@@ -58,12 +67,27 @@ if TYPE_CHECKING:  # pragma: no cover
     import openvino as ov
 
 __all__ = [  # the names below are re-exported for callers of this module
-    "BF16_MIN_CHANNELS", "BF16_PARITY_MAX_REL_L2", "Calibration", "OpenVINOBackend",
-    "OpenVINOGenerator", "calibration_inputs", "core", "optimize_model", "pad_small_convolutions",
-    "quantize_int8", "runtime_precisions",
+    "BF16_MIN_CHANNELS",
+    "BF16_PARITY_MAX_REL_L2",
+    "INT8_COMPILE_TRIES",
+    "INT8_PARITY_MAX_REL_L2",
+    "Calibration",
+    "OpenVINOBackend",
+    "OpenVINOGenerator",
+    "calibration_inputs",
+    "core",
+    "optimize_model",
+    "pad_small_convolutions",
+    "quantize_int8",
+    "runtime_precisions",
 ]
 
 _HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+#: Largest rel. L2 of a freshly quantized INT8 model against its float model on the parity
+#: events (a good compile of the shipped phase generator: 0.013; a faulty one: 1.06).
+INT8_PARITY_MAX_REL_L2 = 0.25
+#: Compiles of an INT8 model tried before giving up (module docstring).
+INT8_COMPILE_TRIES = 3
 
 
 class OpenVINOGenerator(CompiledGenerator):
@@ -191,7 +215,7 @@ class OpenVINOBackend:
     def compile(self, model: ModelSource = None, precision: str | None = "fp32",
                 config: ExecConfig | None = None, *, calibration: Calibration | None = None,
                 perf_count: bool = False, bf16_check: bool = True,
-                optimize: bool = True) -> OpenVINOGenerator:
+                optimize: bool = True, int8_check: bool = True) -> OpenVINOGenerator:
         config = config or ExecConfig()
         loaded = self.load(model)
         precision = check_precision(self, precision or loaded.precision)
@@ -227,6 +251,8 @@ class OpenVINOBackend:
         if optimize and hint == "f32":  # after quantization: NNCF must not see these MatMuls
             info["sums_as_matmul"] = sums_as_matmul(ov_model)
         compiled = self._compile(ov_model, hint, config, perf_count)
+        if precision == "int8" and not quantized and int8_check:
+            compiled = self._checked_int8(compiled, ov_model, loaded, config, perf_count, info)
         if precision == "bf16" and bf16_check:
             err = self._parity(compiled, loaded.model, config, loaded.latent_dim)
             info["bf16_rel_l2_vs_f32"] = err
@@ -254,6 +280,24 @@ class OpenVINOBackend:
             "PERF_COUNT": "YES" if perf_count else "NO",
         }
         return compile_model(ov_model, hint=hint, config=props)
+
+    def _checked_int8(self, compiled: ov.CompiledModel, ov_model: ov.Model,
+                      loaded: LoadedModel, config: ExecConfig, perf_count: bool,
+                      info: dict[str, Any]) -> ov.CompiledModel:
+        """``compiled`` (an INT8 model quantized from float ``loaded``), or a new compile of
+        ``ov_model`` where it differs from the float model by more than
+        :data:`INT8_PARITY_MAX_REL_L2` (module docstring); a UserError after
+        :data:`INT8_COMPILE_TRIES` failed compiles."""
+        for attempt in range(INT8_COMPILE_TRIES):
+            err = self._parity(compiled, loaded.model, config, loaded.latent_dim)
+            info["int8_rel_l2_vs_f32"] = err
+            info["int8_compiles"] = attempt + 1
+            if err <= INT8_PARITY_MAX_REL_L2:
+                return compiled
+            compiled = self._compile(ov_model, "f32", config, perf_count)
+        raise UserError(f"{info['model']}: the INT8 model differs from the float model by rel. "
+                        f"L2 {err:.3g} (> {INT8_PARITY_MAX_REL_L2}) in {INT8_COMPILE_TRIES} "
+                        "compiles; run it with --precision fp32")
 
     def _parity(self, compiled: ov.CompiledModel, f32_model: ov.Model, config: ExecConfig,
                 latent: int) -> float:
