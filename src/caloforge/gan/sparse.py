@@ -128,8 +128,10 @@ def sparse_gev(logit: torch.Tensor, value: torch.Tensor, target_gev: torch.Tenso
     x0 = torch.where(fired, cells, 0.0)  # a scalar: no full-size zero tensor in the graph
     if target_gev is None:
         return x0
-    if width2 is not None:
-        x0 = width_contrast(x0, width2, target_gev, threshold)
+    if width2 is not None:  # ln x0 = ln threshold + min(softplus(v), 16) where it fires
+        log_x0 = math.log(threshold) + torch.clamp(F.softplus(value), max=_CAP)
+        x0 = width_contrast(x0, width2, target_gev, threshold,
+                            log_x0=(log_x0, math.log(threshold) + _CAP))
     big = 2.0 * math.exp(8.0 * iterations)  # > 1 / k_min; y F stays finite (y <= thr e^(16+8i))
 
     def scaled(shift: torch.Tensor) -> torch.Tensor:
