@@ -49,6 +49,10 @@ def test_count_rule_fires_the_n_largest_logits_of_each_layer() -> None:
             exact += got == top
     assert exact >= 0.99 * 100                      # exact unless two logits nearly tie
     assert not fired[0, :, 0].any() and fired[0, :, 1].sum() == 1 and fired[0, :, 2].all()
+    # tied at the n-th place: none of the tied cells fires (never more than n)
+    tied = torch.full((1, 25, 25, 1), -5.0)
+    tied[0, 3, 4, 0] = tied[0, 7, 7, 0] = 2.0
+    assert int((count_rule(tied, torch.ones(1, 1)) > 0).sum()) == 0
 
 
 def _pattern(seed: int) -> torch.Tensor:
@@ -127,10 +131,6 @@ def test_a_drawn_shower_keeps_its_entrys_hits_and_width_and_round_trips(mc_file,
     got = _width2_numpy(x.numpy())
     dev = np.abs(np.log(got + 1e-2) - np.log(width2.numpy() + 1e-2))[hits.numpy() >= 5]
     assert np.median(dev) < 0.01
-    # with the layer energies of real showers (a training step) the network's own count fires
-    with torch.no_grad():
-        free = gen(z, e, layer_energies=layer_gev)
-    assert not torch.equal((free >= THR).sum(dim=(1, 2)).float(), hits)
     p = save_generator(gen, tmp_path / "g.safetensors")
     again = load_generator(p)
     assert again.layers is not None and again.layers.stats
@@ -155,8 +155,8 @@ def test_drawn_hits_follow_the_energy_between_the_knots() -> None:
 
     K, M, Z = 16, 4, 25
     knots = torch.linspace(math.log(2.0), math.log(500.0), K)
-    c = torch.linspace(1.0, 20.0, Z)
-    g = torch.linspace(0.2, 0.9, Z)
+    c = torch.linspace(1.0, 3.0, Z)                  # at most 3 x 500^0.8 = 432 hits
+    g = torch.linspace(0.2, 0.8, Z)
     hits = (c[None, :] * torch.exp(knots)[:, None] ** g[None, :] - 1.0).round()   # (K, Z)
     s = LayerEnergySampler(K, M, Z, stats=True)
     s.fill(torch.full((K, M, Z), 1e-3), torch.full((K,), float(M)), knots,
@@ -165,8 +165,18 @@ def test_drawn_hits_follow_the_energy_between_the_knots() -> None:
                                              generator=torch.Generator().manual_seed(1)))
     _, got, _ = s.draw(torch.randn(4000, 2, generator=torch.Generator().manual_seed(2)), e)
     want = c[None, :] * e[:, None] ** g[None, :] - 1.0
-    assert got is not None
-    assert float((got - want).abs().max()) <= 0.5 + 0.02 * float(want.max())
+    assert got is not None and float(hits.max()) <= 625
+    assert float((got - want).abs().max()) <= 1.5    # the rounding of the table and of the draw
     plain = hits[torch.clamp(((torch.log(e) - knots[0]) / (knots[1] - knots[0])).round(), 0,
                              K - 1).long()]
-    assert float((plain - want).abs().max()) > 2.0  # the knot's own hits alone are further off
+    assert float((plain - want).abs().max()) > 5.0  # the knot's own hits alone are further off
+
+
+def test_calibration_refuses_a_generator_whose_library_keeps_hits(mc_file) -> None:
+    import pytest
+
+    from caloforge.errors import UserError
+    from caloforge.gan.calibrate import calibrate_prior
+
+    with pytest.raises(UserError, match="keeps hits and widths"):
+        calibrate_prior(_ruled_generator(mc_file), mc_file, passes=1, match="hits")

@@ -104,7 +104,8 @@ def test_phase_generator_through_the_backend_equals_torch(tmp_path, monkeypatch)
     z = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(5))
     e = torch.tensor([2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 300.0, 500.0])
     with torch.no_grad():
-        want = sparse_cells(*gen._sparse_inputs(z, e, None)[:3], THR)[1].numpy()
+        logit, value, target, width2 = gen._sparse_inputs(z, e, None)
+        want = sparse_cells(logit, value, target, THR, width2=width2)[1].numpy()
     be = get_backend("openvino")
     compiled = be.compile(path, "fp32", ExecConfig(1, 1, n))
     assert compiled.info["sums_as_matmul"] and len(compiled.info["sums_as_matmul"]) == 3

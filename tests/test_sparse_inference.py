@@ -80,7 +80,8 @@ def test_exported_graph_equals_torch_through_onnxruntime_and_openvino(tmp_path) 
     e = torch.tensor([2.0, 5.0, 20.0, 100.0, 300.0, 500.0])
     with torch.no_grad():
         ref = g(z, e).numpy()
-        want = sparse_cells(*g._sparse_inputs(z, e, None)[:3], THR)[1].numpy()
+        logit, value, target, width2 = g._sparse_inputs(z, e, None)
+        want = sparse_cells(logit, value, target, THR, width2=width2)[1].numpy()
     assert np.array_equal(ref > 0, want > 0)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {"z": z.numpy(), "energy": e.numpy()}

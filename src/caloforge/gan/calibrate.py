@@ -267,6 +267,13 @@ def calibrate_prior(gen: PhaseGenerator,
     if not isinstance(gen, PhaseGenerator) or not gen.sparse:
         raise UserError("calibrate_prior: the generator has no sparse head (nothing to calibrate)")
     match = resolve_match(match, gen)
+    if gen.layers is not None and gen.layers.stats:
+        # its drawn showers take their hits and widths from the library: the occupancy steps
+        # would move couplings that no longer act, the halo's would-be energies assume one
+        # scale factor per layer (the width rule raises the energies to a power)
+        raise UserError("calibrate_prior: the generator's library keeps hits and widths per "
+                        "entry; calibrate the generator before giving it such a library "
+                        "(export the calibrated weights with --export-library)")
     if match in ("layer", "hits", "depth") and not gen.layer_occupancy:
         raise UserError(f"calibrate_prior: match {match!r} needs a generator with a "
                         "layer-energy library and the layer-occupancy coupling")

@@ -37,17 +37,23 @@ WIDTH_ITERATIONS = 3
 CONTRAST_RANGE = (0.25, 4.0)
 #: Regulariser of ``ln w^2`` (cell units^2): a layer with one fired cell has width 0.
 WIDTH_FLOOR = 1e-2
+#: Floor of the exponent ``a d``: below float32's normal range only at ``a d < -87``; with
+#: ``d >= -16`` (a cell at the threshold under the sparse head's cap) and ``a <= 4`` it never
+#: binds, so a per-layer maximum and a fixed bound as the reference give the same numbers.
+_EXP_FLOOR = -80.0
 
 
 def count_rule(logit: torch.Tensor, hits: torch.Tensor,
                iterations: int = COUNT_ITERATIONS) -> torch.Tensor:
     """``logit`` (B, X, Y, Z) moved per layer so that the ``hits`` (B, Z) cells of largest
     logit are > 0: a bisection of the level between the layer's smallest and largest logit,
-    keeping ``count(logit > hi) <= n < count(logit > lo)``, ``iterations`` halvings; the logits
-    minus ``hi`` are returned. Exact unless the ``n``-th and ``n+1``-th largest logits of a
+    keeping ``count(logit > hi) <= n < count(logit > lo)`` (for ``n`` = all cells the level only
+    falls, to ``lo``), ``iterations`` halvings; the logits minus ``hi`` are returned. Exact unless the ``n``-th and ``n+1``-th largest logits of a
     layer are closer than its logit range / 2^iterations (then a cell fewer fires). Why not a
     sort: in the OpenVINO graph a TopK of 157 of 625 per layer took 40% of an INT8 batch's
-    time; the halvings are a comparison and a sum each. No gradient (inference)."""
+    time; the halvings are a comparison and a sum each. Tied logits at the ``n``-th place fire
+    none of the tied cells: the caller keeps a layer with energy from ending empty
+    (``PhaseGenerator._layer_rule``). No gradient (inference)."""
     lo = logit.amin(dim=(1, 2)) - 1.0                                            # (B, Z)
     hi = logit.amax(dim=(1, 2))
     for _ in range(iterations):
@@ -109,7 +115,7 @@ def width_contrast(x0: torch.Tensor, width2: torch.Tensor, target_gev: torch.Ten
     a = torch.ones_like(width2)
     lo, hi = CONTRAST_RANGE
     for _ in range(iterations):
-        p = torch.where(fired, torch.exp(torch.clamp(a[:, None, None, :] * d, min=-60.0)),
+        p = torch.where(fired, torch.exp(torch.clamp(a[:, None, None, :] * d, min=_EXP_FLOOR)),
                         torch.zeros_like(d))
         s, su, suu, sv, svv = _moments(p, u, v)
         t, tu, tuu, tv, tvv = _moments(p * d, u, v)
@@ -125,7 +131,7 @@ def width_contrast(x0: torch.Tensor, width2: torch.Tensor, target_gev: torch.Ten
                                                                torch.ones_like(slope)),
                            torch.zeros_like(f))
         a = torch.clamp(a - step, lo, hi)
-    p = torch.exp(torch.clamp(a[:, None, None, :] * d, min=-60.0))
+    p = torch.exp(torch.clamp(a[:, None, None, :] * d, min=_EXP_FLOOR))
     total = torch.clamp(torch.where(fired, p, torch.zeros_like(p)).sum(dim=(1, 2)), min=1e-30)
     scaled = torch.clamp(p * (target_gev / total)[:, None, None, :], min=threshold)
     return torch.where(fired, scaled, torch.zeros_like(scaled))

@@ -142,13 +142,8 @@ class LayerEnergySampler(nn.Module):
         j = torch.minimum(torch.floor(u_entry * n), n - 1.0)
         return (k * M + j).long(), k
 
-    def _rows(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        """(B,) flat indices ``k M + j`` of the entries that ``z2`` draws at ``energy``."""
-        return self._knot_rows(z2, energy)[0]
-
     def forward(self, z2: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        K, M, Z = self.table.shape
-        return self.table.reshape(K * M, Z)[self._rows(z2, energy)] * energy.reshape(-1, 1)
+        return self.draw(z2, energy)[0]
 
     def draw(self, z2: torch.Tensor, energy: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

@@ -307,7 +307,8 @@ class PhaseGenerator(nn.Module):
             excess = torch.log(target + thr) - self.layers.log_mean(energy, thr)     # (B, Z)
             value = self._value_couplings(value, excess, target, hat)
         if hits is not None:  # per-layer shifts of the logits would not change which fire
-            return count_rule(logit, hits), value, target, width2
+            # (the layer rule after it: a layer with energy whose hits tied fires its top cell)
+            return self._layer_rule(count_rule(logit, hits), target), value, target, width2
         shift = torch.zeros_like(target)                                           # (B, Z)
         if excess is not None:
             xi = z[:, GLOBAL_LATENT - 1:GLOBAL_LATENT]                                # (B, 1)

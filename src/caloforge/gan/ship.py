@@ -209,7 +209,7 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes of mode
     ``calibration_match``; ``"auto"``: ``"layer"`` for a generator with the layer-energy coupling,
     else ``"shape"``); the card records it. ``library_files``: MC files whose events replace
-    a phase generator's layer-energy library first (:func:`caloforge.gan.layers.build_library`,
+    a phase generator's layer-energy library, after the calibration (:func:`caloforge.gan.layers.build_library`,
     the same knots, up to ``library_entries`` events per knot; docs/gan.md: with 256 entries per
     knot 59% of 10k showers at uniform energies shared their layer-energy vector with another)."""
     run = Path(run_dir)
@@ -244,8 +244,6 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                 raise UserError(f"{c}: the {kind} file is the test data; {advice} an "
                                 "independent MC sample")
     gen = load_generator(src)
-    if library_files:
-        _replace_library(gen, library_files, library_entries)
     calibration = None
     if calibration_files:
         from caloforge.gan.calibrate import calibrate_prior, resolve_match
@@ -257,6 +255,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
                        "match": calibration_match, "probit_offset_per_pass": offsets}
         with contextlib.suppress(CaloforgeError):
             calibration["mc_seeds"] = [_mc_seed(c)[0] for c in calibration_files]
+    if library_files:  # after the calibration: it calibrates a generator without the rules
+        _replace_library(gen, library_files, library_entries)
     meta = read_metadata(src)
     config = json.loads(meta.get("config", "{}"))
     exported_epoch = int(json.loads(meta.get("epoch", "0")))

@@ -294,7 +294,8 @@ class OpenVINOBackend:
             info["int8_compiles"] = attempt + 1
             if err <= INT8_PARITY_MAX_REL_L2:
                 return compiled
-            compiled = self._compile(ov_model, "f32", config, perf_count)
+            if attempt < INT8_COMPILE_TRIES - 1:
+                compiled = self._compile(ov_model, "f32", config, perf_count)
         raise UserError(f"{info['model']}: the INT8 model differs from the float model by rel. "
                         f"L2 {err:.3g} (> {INT8_PARITY_MAX_REL_L2}) in {INT8_COMPILE_TRIES} "
                         "compiles; run it with --precision fp32")
