@@ -20,8 +20,8 @@ shared among them:
   rescaled to its energy as before (:func:`caloforge.gan.sparse.sparse_gev`).
 
 Both run only where the library draws the shower (generation), never on the real showers'
-layer energies of a training step. Only element-wise operations and reductions: nothing an INT8 graph
-quantizes.
+layer energies of a training step. Only element-wise operations and reductions: nothing an
+INT8 graph quantizes.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def count_rule(logit: torch.Tensor, hits: torch.Tensor,
                iterations: int = COUNT_ITERATIONS) -> torch.Tensor:
     """``logit`` (B, X, Y, Z) moved per layer so that the ``hits`` (B, Z) cells of largest
     logit are > 0: a bisection of the level between the layer's smallest and largest logit,
-    keeping ``count(logit > hi) <= n < count(logit > lo)`` (for ``n`` = all cells the level only
-    falls, to ``lo``), ``iterations`` halvings; the logits minus ``hi`` are returned. Exact unless the ``n``-th and ``n+1``-th largest logits of a
-    layer are closer than its logit range / 2^iterations (then a cell fewer fires). Why not a
+    keeping ``count(logit > hi) <= n < count(logit > lo)`` (for ``n`` = all cells the level
+    only falls, to ``lo``), ``iterations`` halvings; the logits minus ``hi`` are returned. Exact
+    unless the ``n``-th and ``n+1``-th largest logits of a layer are closer than its logit
+    range / 2^iterations (then a cell fewer fires). Why not a
     sort: in the OpenVINO graph a TopK of 157 of 625 per layer took 40% of an INT8 batch's
     time; the halvings are a comparison and a sum each. Tied logits at the ``n``-th place fire
     none of the tied cells: the caller keeps a layer with energy from ending empty
