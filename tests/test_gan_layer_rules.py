@@ -68,7 +68,8 @@ def _pattern(seed: int) -> torch.Tensor:
 def test_width_contrast_gives_the_requested_width_and_energy() -> None:
     x0 = _pattern(2)
     # targets: the widths of the same cells raised to a known power, computed by NumPy
-    power = 0.6 + torch.rand(3, 1, 1, 25, generator=torch.Generator().manual_seed(3), dtype=x0.dtype)
+    g = torch.Generator().manual_seed(3)
+    power = 0.6 + torch.rand(3, 1, 1, 25, generator=g, dtype=x0.dtype)
     want = _width2_numpy(torch.where(x0 > 0, x0 ** power, 0.0).numpy())
     energy = torch.rand(3, 25, dtype=x0.dtype) + 0.5
     y = width_contrast(x0, torch.from_numpy(want), energy, 1e-12)

@@ -138,5 +138,5 @@ def width_contrast(x0: torch.Tensor, width2: torch.Tensor, target_gev: torch.Ten
     return torch.where(fired, scaled, torch.zeros_like(scaled))
 
 
-__all__ = ["CONTRAST_RANGE", "COUNT_ITERATIONS", "WIDTH_FLOOR", "WIDTH_ITERATIONS", "count_rule", "radial_width2",
-           "width_contrast"]
+__all__ = ["CONTRAST_RANGE", "COUNT_ITERATIONS", "WIDTH_FLOOR", "WIDTH_ITERATIONS", "count_rule",
+           "radial_width2", "width_contrast"]
