@@ -209,8 +209,8 @@ def export_default(run_dir: str | os.PathLike[str], epoch: int | None = None,
     (:func:`caloforge.gan.calibrate.calibrate_prior`, ``calibration_passes`` passes of mode
     ``calibration_match``; ``"auto"``: ``"layer"`` for a generator with the layer-energy coupling,
     else ``"shape"``); the card records it. ``library_files``: MC files whose events replace
-    a phase generator's layer-energy library, after the calibration (:func:`caloforge.gan.layers.build_library`,
-    the same knots, up to ``library_entries`` events per knot; docs/gan.md: with 256 entries per
+    a phase generator's layer-energy library, after the calibration
+    (:func:`caloforge.gan.layers.build_library`, the same knots, up to ``library_entries`` events per knot; docs/gan.md: with 256 entries per
     knot 59% of 10k showers at uniform energies shared their layer-energy vector with another)."""
     run = Path(run_dir)
     if not run.is_dir():
