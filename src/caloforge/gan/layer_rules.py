@@ -54,16 +54,34 @@ def count_rule(logit: torch.Tensor, hits: torch.Tensor,
     sort: in the OpenVINO graph a TopK of 157 of 625 per layer took 40% of an INT8 batch's
     time; the halvings are a comparison and a sum each. Tied logits at the ``n``-th place fire
     none of the tied cells: the caller keeps a layer with energy from ending empty
-    (``PhaseGenerator._layer_rule``). No gradient (inference)."""
-    lo = logit.amin(dim=(1, 2)) - 1.0                                            # (B, Z)
-    hi = logit.amax(dim=(1, 2))
+    (``PhaseGenerator._layer_rule``). No gradient (inference).
+
+    The halvings run on a layer-major copy (:func:`layer_major`), one row of X x Y cells per
+    shower and layer: each count is then a sum over contiguous memory. OpenVINO, INT8, batch 32,
+    1 thread: the rule alone on random logits 6.5 ms over the (B, X, Y, Z) tensor's axes 1 and
+    2, 1.4-1.8 ms on the rows; the shipped default 24.6 vs 26.0 ms per batch (best of 15, same
+    run). Where OpenVINO turns the 4-D sums into matrix products (the width step's moments)
+    they were faster than rows: those stay 4-D. (On rows, a sum over the last axis followed by a
+    product with a constant vector came out as garbage from the CPU plugin, 2026.4.)"""
+    b, nz = hits.shape
+    rows = layer_major(logit)                                                  # (B Z, X Y)
+    need = hits.reshape(b * nz)
+    lo = rows.amin(dim=1) - 1.0
+    hi = rows.amax(dim=1)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        fired = (logit > mid[:, None, None, :]).to(logit.dtype).sum(dim=(1, 2))
-        more = fired > hits
+        fired = (rows > mid[:, None]).to(rows.dtype).sum(dim=1)
+        more = fired > need
         lo = torch.where(more, mid, lo)
         hi = torch.where(more, hi, mid)
-    return logit - hi[:, None, None, :]
+    return logit - hi.reshape(b, nz)[:, None, None, :]
+
+
+def layer_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, X, Y, Z) as (B Z, X Y): one contiguous row of a layer's cells per shower and
+    layer (a copy)."""
+    b, nx, ny, nz = x.shape
+    return x.permute(0, 3, 1, 2).reshape(b * nz, nx * ny)
 
 
 def _moments(p: torch.Tensor, u: torch.Tensor, v: torch.Tensor
