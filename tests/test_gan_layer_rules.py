@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-from caloforge.gan.layer_rules import count_rule, radial_width2, width_contrast
+from caloforge.gan.layer_rules import count_rule, layer_major, radial_width2, width_contrast
 from caloforge.gan.layers import build_library
 from caloforge.gan.phase import PhaseGenerator
 
@@ -53,6 +53,23 @@ def test_count_rule_fires_the_n_largest_logits_of_each_layer() -> None:
     tied = torch.full((1, 25, 25, 1), -5.0)
     tied[0, 3, 4, 0] = tied[0, 7, 7, 0] = 2.0
     assert int((count_rule(tied, torch.ones(1, 1)) > 0).sum()) == 0
+
+
+def test_layer_major_rows_and_count_rule_on_a_non_cubic_grid() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, 7, 4, generator=g)
+    rows = layer_major(x)
+    assert rows.shape == (12, 35)
+    for b in range(3):
+        for z in range(4):  # row b Z + z is layer z of shower b, cells in (x, y) order
+            assert torch.equal(rows[b * 4 + z], x[b, :, :, z].reshape(-1))
+    hits = torch.randint(0, 36, (3, 4), generator=g).float()
+    fired = count_rule(x, hits) > 0
+    for b in range(3):
+        for z in range(4):
+            n = int(hits[b, z])
+            top = set(torch.argsort(-x[b, :, :, z].reshape(-1))[:n].tolist())
+            assert set(torch.nonzero(fired[b, :, :, z].reshape(-1))[:, 0].tolist()) == top
 
 
 def _pattern(seed: int) -> torch.Tensor:

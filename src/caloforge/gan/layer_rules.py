@@ -20,8 +20,8 @@ shared among them:
   rescaled to its energy as before (:func:`caloforge.gan.sparse.sparse_gev`).
 
 Both run only where the library draws the shower (generation), never on the real showers'
-layer energies of a training step. Only element-wise operations and reductions: nothing an
-INT8 graph quantizes.
+layer energies of a training step. Only element-wise operations, reductions and a transposed
+copy: nothing an INT8 graph quantizes.
 """
 
 from __future__ import annotations
@@ -157,4 +157,4 @@ def width_contrast(x0: torch.Tensor, width2: torch.Tensor, target_gev: torch.Ten
 
 
 __all__ = ["CONTRAST_RANGE", "COUNT_ITERATIONS", "WIDTH_FLOOR", "WIDTH_ITERATIONS", "count_rule",
-           "radial_width2", "width_contrast"]
+           "layer_major", "radial_width2", "width_contrast"]
