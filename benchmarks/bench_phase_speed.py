@@ -12,6 +12,10 @@ upsampling), each at FP32 and INT8 (NNCF, the runtime's default calibration) in 
 1x1, 1xC and Cx1 (C = usable cores) at each ``--batch``. Prints the CPU, its AVX-512/AMX flags and the load, the
 ratios phase / reference per precision (best layout of each), the cost of drawing the latent
 noise per shower, and with ``--profile`` the slowest layers of each INT8/FP32 model (1 thread).
+``--without-network`` also times ``phase-tail``: the same generator with its network's output
+replaced by the last layer's bias plus the energy prior (dense layer and convolutions gone, the
+whole tail after them kept: library draw, count rule, rescaling, cell noise): the ceiling that no
+cheaper network can pass. Its showers are not the model's; only its speed means something.
 Without ``--weights`` an untrained phase generator (seeded) is timed: speed does not depend on
 the weights' values (``--layer-library``: with the layer-energy sampler and the per-layer
 rescaling of :mod:`caloforge.gan.layers`; ``--sparse``: the sparse head). The reference is the package's trained 3DGAN (its
@@ -45,6 +49,23 @@ def _phase_generator(weights: str | None, layer_library: bool, sparse: bool):  #
     if g.layers is not None:
         g.layers.table.fill_(0.9 / 25)  # some energy in every layer: the rescaling runs
     return g.eval()
+
+
+def _without_network(g):  # torch module -> torch module
+    """A copy of ``g`` whose network output is the last layer's bias plus the energy prior."""
+    import copy
+    import types
+
+    from caloforge.gan.phase import _conditions
+
+    tail = copy.deepcopy(g)
+    bias = tail.up2.bias.detach().reshape(1, -1, 1, 1, 1).clone()
+
+    def network(self, z, energy):
+        return bias + self.prior_image(_conditions(energy)[:, :1])
+
+    tail._network = types.MethodType(network, tail)
+    return tail
 
 
 def _reference_3dgan() -> str:
@@ -103,6 +124,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds per timed sample")
     ap.add_argument("--batch", type=int, nargs="+", default=[32])
     ap.add_argument("--profile", action="store_true", help="also print per-layer times")
+    ap.add_argument("--without-network", action="store_true",
+                    help="also time the generator with its network removed (the tail's ceiling)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -128,6 +151,8 @@ def main() -> int:
         "phase-deconv": str(export_onnx(g, tmp / "phase_deconv.onnx", subpixel=False)),
         "phase": str(export_onnx(g, tmp / "phase.onnx")),
     }
+    if args.without_network:
+        models["phase-tail"] = str(export_onnx(_without_network(g), tmp / "phase_tail.onnx"))
     be = get_backend("openvino")
     gens = {}
     for label, path in models.items():
@@ -157,7 +182,7 @@ def main() -> int:
     print("best layout and batch per model:")
     for precision in ("fp32", "int8"):
         ref = best[f"reference {precision}"]["median"]
-        for label in ("reference", "phase-deconv", "phase"):
+        for label in models:
             b = best[f"{label} {precision}"]
             ratios[f"{label} {precision}"] = b["median"] / ref
             print(f"  {precision} {label:<13} {b['median']:7.0f} showers/s ({b['layout']:<7})  "
@@ -172,7 +197,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench_phase_speed.json", {
         "cpu": cpu_name(), "isa_flags": cpu_flags(), "load_start": load, "load_end": load_end,
-        "batch": args.batch, "rounds": args.rounds, "weights": args.weights, "rows": rows,
+        "batch": args.batch, "rounds": args.rounds, "weights": args.weights,
+        "without_network": args.without_network, "rows": rows,
         "best": best, "ratio_to_reference": ratios, "noise_showers_per_s": noise,
         "profile": profile})
     return 0
